@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicers, conversions, and the interceptor."""

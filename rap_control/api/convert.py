@@ -1,0 +1,142 @@
+"""Conversions between protobuf messages and domain values, in one place.
+
+Enum values a client sends are checked here: proto3 enums are open, so an
+unknown number arrives intact and must be refused by name of the field.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from rap.v1 import admin_pb2, audit_pb2, resource_pb2
+from rap_common.errors import InvalidArgument
+from rap_control.audit.types import AuditEvent
+from rap_control.identity.types import ApiTokenInfo, Organization, User
+from rap_control.paging import encode_token
+from rap_control.principal import Role
+from rap_control.resources.types import Protocol, Resource
+
+# Keyed by plain int: requests carry enum fields as ints, known or not.
+_PROTOCOLS: dict[int, Protocol] = {
+    resource_pb2.PROTOCOL_RDP: Protocol.RDP,
+    resource_pb2.PROTOCOL_VNC: Protocol.VNC,
+    resource_pb2.PROTOCOL_SSH: Protocol.SSH,
+    resource_pb2.PROTOCOL_TCP: Protocol.TCP,
+}
+_PROTOCOLS_BACK = {v: resource_pb2.Protocol.ValueType(k) for k, v in _PROTOCOLS.items()}
+_ROLES: dict[int, Role] = {admin_pb2.ROLE_ADMIN: Role.ADMIN, admin_pb2.ROLE_MEMBER: Role.MEMBER}
+_ROLES_BACK = {v: admin_pb2.Role.ValueType(k) for k, v in _ROLES.items()}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def from_timestamp(message: Any, field: str) -> datetime | None:
+    """The datetime of an optional Timestamp field, or None when unset."""
+    if not message.HasField(field):
+        return None
+    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def next_page_token(key: dict[str, Any] | None) -> str:
+    return encode_token(key) if key else ""
+
+
+def protocol(value: int, field: str = "resource.protocol", *, required: bool = True) -> Protocol | None:
+    if value == resource_pb2.PROTOCOL_UNSPECIFIED and not required:
+        return None
+    if value not in _PROTOCOLS:
+        names = ", ".join(resource_pb2.Protocol.Name(resource_pb2.Protocol.ValueType(k)) for k in _PROTOCOLS)
+        if value == resource_pb2.PROTOCOL_UNSPECIFIED:
+            raise InvalidArgument(f"{field} is required: one of {names}", reason="missing_field")
+        raise InvalidArgument(f"{field} {value} is not one of {names}", reason="bad_enum")
+    return _PROTOCOLS[value]
+
+
+def role(value: int, *, required: bool) -> Role | None:
+    if value == admin_pb2.ROLE_UNSPECIFIED and not required:
+        return None
+    if value not in _ROLES:
+        if value == admin_pb2.ROLE_UNSPECIFIED:
+            raise InvalidArgument("role is required: ROLE_ADMIN or ROLE_MEMBER", reason="missing_field")
+        raise InvalidArgument(f"role {value} is not ROLE_ADMIN or ROLE_MEMBER", reason="bad_enum")
+    return _ROLES[value]
+
+
+def resource_to_proto(r: Resource) -> resource_pb2.Resource:
+    return resource_pb2.Resource(
+        id=str(r.id),
+        organization_id=str(r.organization_id),
+        name=r.name,
+        protocol=_PROTOCOLS_BACK[r.protocol],
+        address=r.address,
+        secret_ref=r.secret_ref or "",
+        metadata=dict_to_struct(r.metadata),
+        create_time=timestamp(r.created_at),
+        update_time=timestamp(r.updated_at),
+    )
+
+
+def organization_to_proto(o: Organization) -> admin_pb2.Organization:
+    return admin_pb2.Organization(id=str(o.id), name=o.name, create_time=timestamp(o.created_at))
+
+
+def user_to_proto(u: User) -> admin_pb2.User:
+    return admin_pb2.User(
+        id=str(u.id),
+        organization_id=str(u.organization_id),
+        email=u.email,
+        display_name=u.display_name,
+        role=_ROLES_BACK[u.role],
+        disabled=u.disabled,
+        create_time=timestamp(u.created_at),
+    )
+
+
+def api_token_to_proto(t: ApiTokenInfo) -> admin_pb2.ApiToken:
+    return admin_pb2.ApiToken(
+        id=str(t.id),
+        user_id=str(t.user_id),
+        name=t.name,
+        prefix=t.prefix,
+        create_time=timestamp(t.created_at),
+        expire_time=timestamp(t.expires_at),
+        revoke_time=timestamp(t.revoked_at),
+    )
+
+
+def audit_event_to_proto(e: AuditEvent) -> audit_pb2.AuditEvent:
+    return audit_pb2.AuditEvent(
+        id=str(e.id),
+        organization_id=str(e.organization_id) if e.organization_id else "",
+        sequence=e.sequence,
+        event_type=e.event_type,
+        actor_type=e.actor_type,
+        actor_id=e.actor_id,
+        target_type=e.target_type,
+        target_id=e.target_id,
+        request_id=e.request_id,
+        details=dict_to_struct(e.details),
+        create_time=timestamp(e.created_at),
+        hash=e.hash.hex(),
+        previous_hash=e.previous_hash.hex(),
+    )

@@ -1,0 +1,159 @@
+"""Settings: one frozen object per process, built once from the environment.
+
+A missing or malformed value fails start-up with a :class:`ConfigError`
+that names the variable (never its value). ``APP_ENV=production`` adds the
+production checks of DESIGN.md: an external PostgreSQL and TLS on the gRPC
+listener. (Key material and signing keys join these checks with the secret
+store and the data plane.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class ConfigError(Exception):
+    """Start-up configuration is missing or wrong; the message names the variable."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the control plane reads from its environment."""
+
+    app_env: Environment
+    # URLs may embed a password: keep them out of repr().
+    database_url: str | None = field(repr=False)
+    redis_url: str | None = field(repr=False)
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    log_level: str
+    db_pool_size: int
+
+    @property
+    def production(self) -> bool:
+        return self.app_env is Environment.PRODUCTION
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check the settings; raise :class:`ConfigError` on any problem."""
+        env = os.environ if env is None else env
+        app_env = _choice(env, "APP_ENV", Environment, Environment.DEVELOPMENT)
+        host, port = _listen_address(env.get("RAP_LISTEN_ADDRESS", "127.0.0.1:50051"))
+        cert, key = _optional_file(env, "RAP_TLS_CERT_FILE"), _optional_file(env, "RAP_TLS_KEY_FILE")
+        if (cert is None) != (key is None):
+            raise ConfigError("RAP_TLS_CERT_FILE and RAP_TLS_KEY_FILE must be set together")
+        settings = cls(
+            app_env=app_env,
+            database_url=_database_url(env),
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=Path(env.get("RAP_DATA_DIR") or Path.home() / ".local" / "share" / "rap").expanduser(),
+            listen_host=host,
+            listen_port=port,
+            tls_cert_file=cert,
+            tls_key_file=key,
+            log_level=_choice(env, "RAP_LOG_LEVEL", _LogLevel, _LogLevel.INFO).value,
+            db_pool_size=_int(env, "RAP_DB_POOL_SIZE", 10, low=1, high=200),
+        )
+        if settings.production:
+            settings.check_production()
+        return settings
+
+    def check_production(self) -> None:
+        """The production guard's start-up checks."""
+        if self.database_url is None:
+            raise ConfigError(
+                "APP_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development only"
+            )
+        if not self.tls:
+            raise ConfigError("APP_ENV=production needs TLS: set RAP_TLS_CERT_FILE and RAP_TLS_KEY_FILE")
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class _LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _choice(env: Mapping[str, str], name: str, kind: type[E], default: E) -> E:
+    raw = env.get(name)
+    if not raw:
+        return default
+    for member in kind:
+        if raw.strip().lower() == member.value.lower():
+            return member
+    raise ConfigError(f"{name} must be one of {', '.join(m.value for m in kind)}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _optional_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigError(f"{name} names a file that does not exist or cannot be read")
+    return path
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("DATABASE_URL")
+    if not raw:
+        return None
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a valid database URL") from None
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
+    # One driver for all: psycopg2, whatever the URL said.
+    return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
+def _listen_address(raw: str) -> tuple[str, int]:
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError("RAP_LISTEN_ADDRESS must be HOST:PORT, e.g. 127.0.0.1:50051")
+    host = host.strip("[]")
+    if host not in ("localhost", ""):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError("RAP_LISTEN_ADDRESS must name an IP address or localhost") from None
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - an empty host means every interface, as asked

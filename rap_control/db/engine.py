@@ -1,0 +1,92 @@
+"""The database handle: engine, units of work, and the thread pool they run in.
+
+psycopg2 is synchronous, so the database work of one RPC runs as one unit
+of work on a bounded thread pool, never on the event loop. A unit of work
+is one transaction: it commits when the function returns and rolls back
+when it raises, except through :meth:`UnitOfWork.commit_and_raise`, which
+keeps what was written (an audit row of a refusal) and then fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn, TypeVar
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from rap_common.errors import RapError
+
+T = TypeVar("T")
+
+
+class _CommitThenRaise(Exception):
+    def __init__(self, error: RapError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+class UnitOfWork:
+    """One transaction. Repositories use :attr:`session`; they never commit."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def commit_and_raise(self, error: RapError) -> NoReturn:
+        """Commit what this unit wrote so far, then raise ``error`` to the caller.
+
+        For refusals that must leave an audit row although the request fails.
+        """
+        raise _CommitThenRaise(error)
+
+
+class Database:
+    """Owns the engine and the pool of threads that run units of work."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_timeout=10,
+        )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # One thread per pooled connection: a unit never waits for a connection.
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="rap-db")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """A unit of work, synchronously (for the CLI and the thread pool)."""
+        session = self._sessions()
+        try:
+            yield UnitOfWork(session)
+            session.commit()
+        except _CommitThenRaise as keep:
+            session.commit()
+            raise keep.error from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def run_sync(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """Run ``fn`` in one transaction on the calling thread."""
+        with self.transaction() as uow:
+            return fn(uow)
+
+    async def run(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """Run ``fn`` in one transaction on the database thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self.run_sync, fn))
+
+    def close(self) -> None:
+        """Stop the thread pool and close every pooled connection."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Organizations, users and API tokens; authentication of bearer tokens."""

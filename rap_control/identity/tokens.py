@@ -1,0 +1,34 @@
+"""API token format and hashing.
+
+A token is ``rap_api_`` followed by 32 random bytes in base64url (43
+characters). Only its SHA-256 is stored: the token has 256 bits of
+entropy, so a fast hash is no guessing oracle (unlike a password's).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+
+from rap_common.secrets import SecretStr
+
+API_TOKEN_PREFIX = "rap_api_"
+_API_TOKEN = re.compile(r"rap_api_[A-Za-z0-9_-]{43}")
+PREFIX_SHOWN = 12
+
+
+def new_api_token() -> tuple[SecretStr, bytes, str]:
+    """A fresh token, its hash for storage, and its recognisable prefix."""
+    raw = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    token = API_TOKEN_PREFIX + raw
+    return SecretStr(token), hash_token(token), token[:PREFIX_SHOWN]
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def is_well_formed(token: str) -> bool:
+    return _API_TOKEN.fullmatch(token) is not None

@@ -1,0 +1,1 @@
+"""Rules that decide what is allowed: credential detection, the production guard."""

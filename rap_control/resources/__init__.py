@@ -1,0 +1,1 @@
+"""Resources: the targets sessions connect to."""

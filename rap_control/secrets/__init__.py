@@ -1,0 +1,1 @@
+"""Resource secrets: references now; the encrypted store with the secret-store issue."""

@@ -1,0 +1,133 @@
+"""Composition root: wire the services into a grpc.aio server.
+
+``build_server(settings, db) -> (server, port)`` binds the listener (port 0
+picks a free one, for tests) and returns the server unstarted; ``serve``
+runs it until SIGINT or SIGTERM, then stops gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rap.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    resolver_pb2,
+    resolver_pb2_grpc,
+    resource_pb2,
+    resource_pb2_grpc,
+    secret_pb2,
+    secret_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+from rap_control.api.admin import AdminServicer
+from rap_control.api.audit import AuditServicer
+from rap_control.api.interceptor import RapServerInterceptor
+from rap_control.api.later import SecretResolverServicer, SecretServicer, SessionServicer, WorkerServicer
+from rap_control.api.resources import ResourceServicer
+from rap_control.audit.service import AuditLog
+from rap_control.config import ConfigError, Settings
+from rap_control.db.engine import Database
+from rap_control.identity.service import IdentityService
+from rap_control.policy.guard import ProductionGuard
+from rap_control.principal import Principal
+from rap_control.resources.service import ResourceService
+
+log = logging.getLogger(__name__)
+
+RAP_SERVICES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (resource_pb2, "ResourceService"),
+        (secret_pb2, "SecretService"),
+        (session_pb2, "SessionService"),
+        (worker_pb2, "WorkerService"),
+        (resolver_pb2, "SecretResolver"),
+        (audit_pb2, "AuditService"),
+        (admin_pb2, "AdminService"),
+    )
+)
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+    )
+
+
+async def build_server(settings: Settings, db: Database) -> tuple[grpc.aio.Server, int]:
+    """A server with every rap.v1 service, health and reflection, bound but not started."""
+    audit = AuditLog()
+    identity = IdentityService(audit)
+    resources = ResourceService(audit, ProductionGuard(production=settings.production))
+
+    async def authenticate(token: str) -> Principal:
+        return await db.run(lambda uow: identity.authenticate(uow, token))
+
+    server = grpc.aio.server(
+        interceptors=[RapServerInterceptor(authenticate)],
+        # Two replicas on one host must never share a port by accident.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(db, resources), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(db, identity), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(db, audit), server)
+    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(), server)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
+    resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
+
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *RAP_SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*RAP_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+
+    address = f"{settings.listen_host}:{settings.listen_port}"
+    credentials = _credentials(settings)
+    try:
+        port = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"RAP_LISTEN_ADDRESS {address} could not be bound (in use, or not an address here)"
+        ) from exc
+    return server, port
+
+
+async def serve(settings: Settings, db: Database) -> None:
+    """Run the control plane until SIGINT or SIGTERM."""
+    server, port = await build_server(settings, db)
+    await server.start()
+    log.info(
+        "RAP control plane serving on %s:%d (%s, %s)",
+        settings.listen_host,
+        port,
+        "TLS" if settings.tls else "plaintext",
+        settings.app_env.value,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing calls in flight (5 s at most)")
+    await server.stop(grace=5)
