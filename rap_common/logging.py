@@ -3,7 +3,7 @@
 The filter is the last line of defence, not the first: code logs ids,
 never messages or values. It masks what looks like a RAP bearer token, an
 ``authorization`` header value, or a PEM private key block, in the message
-and in its arguments, before any handler formats the record.
+once formatted with its arguments, before any handler writes it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
-
 from rap_common.secrets import REDACTED
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -35,20 +33,20 @@ def redact_text(text: str) -> str:
     return text
 
 
-def _redact_arg(arg: Any) -> Any:
-    return redact_text(arg) if isinstance(arg, str) else arg
-
-
 class RedactingFilter(logging.Filter):
-    """Masks secrets in a record's message and string arguments."""
+    """Masks secrets in a record's formatted message.
+
+    It formats the message with its arguments first, because a secret can
+    be split between them ("Bearer %s" and the token).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact_text(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_arg(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: keep it, but redacted
+            message = f"{record.msg} {record.args}"
+        record.msg = redact_text(message)
+        record.args = None
         return True
 
 
