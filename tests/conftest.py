@@ -116,7 +116,9 @@ def dev_server(db: Database, database_url: str) -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="session")
-def prod_server(db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def prod_server(
+    db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
     """The control plane with APP_ENV=production: TLS on loopback, the production guard on."""
     tls = make_server_tls(tmp_path_factory.mktemp("tls"))
     settings = _settings(Environment.PRODUCTION, (tls.cert_file, tls.key_file), database_url)

@@ -28,9 +28,35 @@ CREDENTIAL_WORDS: list[list[str]] = [
 
 # Words that carry no credential term, for prefixes, suffixes and ordinary keys.
 PLAIN_WORDS = [
-    "db", "admin", "rdp", "ssh", "primary", "backup", "old", "new", "hash", "value", "id",
-    "my", "x", "v2", "root", "display", "color", "depth", "host", "port", "mode", "level",
-    "certificate", "verification", "render", "quality", "profile", "layout", "keyboard",
+    "db",
+    "admin",
+    "rdp",
+    "ssh",
+    "primary",
+    "backup",
+    "old",
+    "new",
+    "hash",
+    "value",
+    "id",
+    "my",
+    "x",
+    "v2",
+    "root",
+    "display",
+    "color",
+    "depth",
+    "host",
+    "port",
+    "mode",
+    "level",
+    "certificate",
+    "verification",
+    "render",
+    "quality",
+    "profile",
+    "layout",
+    "keyboard",
 ]
 
 ORDINARY_KEYS = ["certificate_verification_mode", "render_quality_profile", "keyboardLayout", "color-depth"]
@@ -80,7 +106,10 @@ def path_step(path: str, key: str) -> str:
 
 
 json_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(-1000, 1000).map(float), st.text(max_size=20)
+    st.none(),
+    st.booleans(),
+    st.integers(-1000, 1000).map(float),
+    st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=20),
 )
 
 
@@ -114,7 +143,9 @@ def planted_metadata(draw: st.DrawFn, leaf: Any, key: Any = None) -> Planted:
     path = "metadata"
     for kind, step in reversed(steps):
         path = f"{path}[{step}]" if kind == "list" else path_step(path, step)
-    return Planted(metadata=node if isinstance(node, dict) else {"items": node}, path=_fix_root(node, path, key))
+    return Planted(
+        metadata=node if isinstance(node, dict) else {"items": node}, path=_fix_root(node, path, key)
+    )
 
 
 def _fix_root(node: Any, path: str, key: str) -> str:

@@ -36,8 +36,7 @@ class ResourceService:
         """Create a resource in the caller's organization (admins only)."""
         ctx.principal.require_admin("create resources")
         resource_id = resource_id or uuid.uuid4()
-        spec = self._validated(spec)
-        self._enforce_guard(uow, ctx, spec, target_id=str(resource_id), action="create")
+        spec = self._checked(uow, ctx, spec, target_id=str(resource_id), action="create")
         if spec.secret_ref:
             SecretRef.parse(spec.secret_ref).check_belongs_to(ctx.organization_id, resource_id)
         resource = ResourceRepository(uow.session).insert(ctx.organization_id, resource_id, spec)
@@ -85,7 +84,9 @@ class ResourceService:
         ctx.principal.require_admin("update resources")
         repo = ResourceRepository(uow.session)
         current = repo.get(ctx.organization_id, resource_id, lock=True)
-        merged = self._validated(
+        merged = self._checked(
+            uow,
+            ctx,
             ResourceSpec(
                 name=patch.name if patch.name is not None else current.name,
                 protocol=current.protocol,
@@ -94,9 +95,10 @@ class ResourceService:
                 if patch.clear_secret_ref
                 else (patch.secret_ref if patch.secret_ref is not None else current.secret_ref),
                 metadata=patch.metadata if patch.metadata is not None else current.metadata,
-            )
+            ),
+            target_id=str(resource_id),
+            action="update",
         )
-        self._enforce_guard(uow, ctx, merged, target_id=str(resource_id), action="update")
         if merged.secret_ref and merged.secret_ref != current.secret_ref:
             SecretRef.parse(merged.secret_ref).check_belongs_to(ctx.organization_id, resource_id)
         values = {
@@ -131,9 +133,13 @@ class ResourceService:
             details={"name": resource.name},
         )
 
-    @staticmethod
-    def _validated(spec: ResourceSpec) -> ResourceSpec:
+    def _checked(
+        self, uow: UnitOfWork, ctx: CallContext, spec: ResourceSpec, *, target_id: str, action: str
+    ) -> ResourceSpec:
+        """Limits first, then the guard (so that every attempt to store a credential
+        is audited, whatever else is wrong), then the remaining field rules."""
         check_metadata_limits(spec.metadata)
+        self._enforce_guard(uow, ctx, spec, target_id=target_id, action=action)
         return dataclasses.replace(
             spec,
             name=validate_name(spec.name),
@@ -161,7 +167,7 @@ class ResourceService:
             target_id=target_id,
             details={
                 "action": action,
-                "name": spec.name,
+                "name": spec.name[:128],
                 "protocol": spec.protocol.value,
                 "key_paths": list(verdict.credential_paths[:50]),
                 "missing_secret_ref": verdict.missing_secret_ref,

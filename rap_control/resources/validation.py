@@ -107,6 +107,9 @@ def check_metadata_limits(metadata: dict[str, Any]) -> None:
 
     def walk(value: Any, depth: int, path: str) -> None:
         nonlocal entries
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL text and JSONB cannot hold NUL; refuse it by path, not by a driver error.
+            raise InvalidArgument(f"metadata value at {path} contains a NUL character", reason="bad_metadata")
         if isinstance(value, dict | list):
             if depth > MAX_METADATA_DEPTH:
                 raise InvalidArgument(
@@ -116,6 +119,8 @@ def check_metadata_limits(metadata: dict[str, Any]) -> None:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, child in items:
                 entries += 1
+                if isinstance(key, str) and "\x00" in key:
+                    raise InvalidArgument(f"a metadata key at {path} contains a NUL character", reason="bad_metadata")
                 if isinstance(key, str) and len(key) > MAX_KEY_LENGTH:
                     raise InvalidArgument(
                         f"metadata key at {path} is longer than {MAX_KEY_LENGTH} characters",

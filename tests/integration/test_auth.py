@@ -37,7 +37,13 @@ def _refused(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> tu
 def test_missing_and_malformed_tokens_are_unauthenticated(dev_server: ServerThread) -> None:
     with dev_server.channel() as channel:
         assert _refused(channel, ())[0] == "missing_token"
-        for value in ("Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-rap-token", "Bearer rap_api_short", "rap_api_x"):
+        for value in (
+            "Bearer",
+            "Basic dXNlcjpwYXNz",
+            "Bearer not-a-rap-token",
+            "Bearer rap_api_short",
+            "rap_api_x",
+        ):
             reason, details = _refused(channel, (("authorization", value),))
             assert reason == "malformed_token", value
             assert "Bearer" in details
@@ -65,7 +71,9 @@ def test_an_expired_token_is_unauthenticated(dev_server: ServerThread, org: Org)
     expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
     with dev_server.channel() as channel:
         admin = Client(channel, org.admin_token)
-        created = admin.admin.CreateApiToken(admin_pb2.CreateApiTokenRequest(name="short", expire_time=expire))
+        created = admin.admin.CreateApiToken(
+            admin_pb2.CreateApiTokenRequest(name="short", expire_time=expire)
+        )
         md = (("authorization", f"Bearer {created.token}"),)
         _list(channel, md)
         time.sleep(1.2)

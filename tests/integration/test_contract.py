@@ -106,7 +106,10 @@ def _call(channel: grpc.Channel, method: Any, token: str) -> grpc.RpcError | Non
     request_cls = message_factory.GetMessageClass(method.input_type)
     response_cls = message_factory.GetMessageClass(method.output_type)
     path = f"/{rpc_name(method)}"
-    kwargs = {"request_serializer": request_cls.SerializeToString, "response_deserializer": response_cls.FromString}
+    kwargs = {
+        "request_serializer": request_cls.SerializeToString,
+        "response_deserializer": response_cls.FromString,
+    }
     md = (("authorization", f"Bearer {token}"),)
     try:
         if method.client_streaming and method.server_streaming:
@@ -122,7 +125,9 @@ def _call(channel: grpc.Channel, method: Any, token: str) -> grpc.RpcError | Non
     return None
 
 
-def test_over_grpc_planned_rpcs_say_so_and_implemented_ones_do_not(dev_server: ServerThread, org: Org) -> None:
+def test_over_grpc_planned_rpcs_say_so_and_implemented_ones_do_not(
+    dev_server: ServerThread, org: Org
+) -> None:
     with dev_server.channel() as channel:
         for method in all_rpcs():
             error = _call(channel, method, org.admin_token)
@@ -143,9 +148,19 @@ def _buf() -> str:
 
 def test_buf_curl_lists_the_services_through_reflection(dev_server: ServerThread) -> None:
     out = subprocess.run(
-        [_buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services",
-         f"http://{dev_server.target}"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            _buf(),
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "--list-services",
+            f"http://{dev_server.target}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.split()
     for service in SERVICERS:
         assert service in out
@@ -154,11 +169,24 @@ def test_buf_curl_lists_the_services_through_reflection(dev_server: ServerThread
 
 def test_buf_curl_calls_an_rpc_with_a_bearer_token(dev_server: ServerThread, org: Org) -> None:
     result = subprocess.run(
-        [_buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
-         "-H", f"authorization: Bearer {org.admin_token}",
-         "-d", json.dumps({"resource": {"name": "via-buf", "protocol": "PROTOCOL_TCP", "address": "db.internal:5432"}}),
-         f"http://{dev_server.target}/rap.v1.ResourceService/CreateResource"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            _buf(),
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "-H",
+            f"authorization: Bearer {org.admin_token}",
+            "-d",
+            json.dumps(
+                {"resource": {"name": "via-buf", "protocol": "PROTOCOL_TCP", "address": "db.internal:5432"}}
+            ),
+            f"http://{dev_server.target}/rap.v1.ResourceService/CreateResource",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     created = json.loads(result.stdout)["resource"]
     assert created["name"] == "via-buf"

@@ -26,7 +26,9 @@ def _struct(value: dict) -> struct_pb2.Struct:  # type: ignore[type-arg]
     return out
 
 
-def _resource(name: str = "web-1", protocol: int = SSH, address: str = "web-1.example.org", **kw) -> resource_pb2.Resource:  # type: ignore[no-untyped-def]
+def _resource(
+    name: str = "web-1", protocol: int = SSH, address: str = "web-1.example.org", **kw
+) -> resource_pb2.Resource:  # type: ignore[no-untyped-def]
     return resource_pb2.Resource(name=name, protocol=protocol, address=address, **kw)
 
 
@@ -58,7 +60,9 @@ def test_create_get_list_update_delete(admin: Client, org: Org) -> None:
     ref = f"rap-secret://org/{org.id}/resources/{created.id}/default"
     updated = admin.resources.UpdateResource(
         resource_pb2.UpdateResourceRequest(
-            resource=resource_pb2.Resource(id=created.id, name="web-renamed", secret_ref=ref, address="10.0.0.9:2222"),
+            resource=resource_pb2.Resource(
+                id=created.id, name="web-renamed", secret_ref=ref, address="10.0.0.9:2222"
+            ),
             update_mask=field_mask_pb2.FieldMask(paths=["name", "secret_ref", "address"]),
         )
     ).resource
@@ -83,7 +87,10 @@ def test_create_with_a_client_chosen_id_and_its_own_secret_ref(admin: Client, or
 
 
 def test_list_pages_through_everything_in_order(admin: Client) -> None:
-    made = [create(admin, name=f"host-{i}", protocol=SSH if i % 2 else resource_pb2.PROTOCOL_RDP).id for i in range(7)]
+    made = [
+        create(admin, name=f"host-{i}", protocol=SSH if i % 2 else resource_pb2.PROTOCOL_RDP).id
+        for i in range(7)
+    ]
     seen, token, pages = [], "", 0
     while True:
         page = admin.resources.ListResources(resource_pb2.ListResourcesRequest(page_size=3, page_token=token))
@@ -106,11 +113,15 @@ def test_duplicate_names_are_refused(admin: Client) -> None:
 
 def test_a_member_reads_but_cannot_write(dev_server: ServerThread, admin: Client) -> None:
     existing = create(admin)
-    user = admin.admin.CreateUser(admin_pb2.CreateUserRequest(email="m@example.test", role=admin_pb2.ROLE_MEMBER)).user
+    user = admin.admin.CreateUser(
+        admin_pb2.CreateUserRequest(email="m@example.test", role=admin_pb2.ROLE_MEMBER)
+    ).user
     token = admin.admin.CreateApiToken(admin_pb2.CreateApiTokenRequest(user_id=user.id)).token
     with dev_server.channel() as channel:
         member = Client(channel, token)
-        assert member.resources.GetResource(resource_pb2.GetResourceRequest(id=existing.id)).resource == existing
+        assert (
+            member.resources.GetResource(resource_pb2.GetResourceRequest(id=existing.id)).resource == existing
+        )
         assert len(member.resources.ListResources(resource_pb2.ListResourcesRequest()).resources) == 1
         denied = [
             rpc_error(create, member, name="mine"),
@@ -161,7 +172,11 @@ def _bad_creates(org: Org, other: Org) -> list[tuple[str, dict, str]]:  # type: 
         ("empty name", {"name": ""}, "resource.name is required"),
         ("bad address", {"address": "not a host"}, "resource.address"),
         ("bad port", {"address": "host:99999"}, "port"),
-        ("deep metadata", {"metadata": _struct({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}})}, "nested deeper"),
+        (
+            "deep metadata",
+            {"metadata": _struct({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}})},
+            "nested deeper",
+        ),
         ("big metadata", {"metadata": _struct({"blob": "x" * 20000})}, "bytes as JSON"),
         ("malformed secret_ref", {"secret_ref": "vault://kv/web"}, "secret_ref must be"),
         (
@@ -202,7 +217,11 @@ def test_bad_input_is_invalid_argument_with_a_helpful_message_and_no_row(
     ],
 )
 def test_bad_reads_are_invalid_argument(admin: Client, request_, expected: str) -> None:  # type: ignore[no-untyped-def]
-    method = admin.resources.GetResource if isinstance(request_, resource_pb2.GetResourceRequest) else admin.resources.ListResources
+    method = (
+        admin.resources.GetResource
+        if isinstance(request_, resource_pb2.GetResourceRequest)
+        else admin.resources.ListResources
+    )
     error = rpc_error(method, request_)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in error.details()
@@ -211,15 +230,25 @@ def test_bad_reads_are_invalid_argument(admin: Client, request_, expected: str) 
 def test_a_bad_update_changes_nothing(admin: Client) -> None:
     existing = create(admin)
     cases = [
-        (["protocol"], resource_pb2.Resource(id=existing.id, protocol=resource_pb2.PROTOCOL_RDP), "protocol cannot change"),
+        (
+            ["protocol"],
+            resource_pb2.Resource(id=existing.id, protocol=resource_pb2.PROTOCOL_RDP),
+            "protocol cannot change",
+        ),
         ([], resource_pb2.Resource(id=existing.id, name="x"), "update_mask is required"),
         (["owner"], resource_pb2.Resource(id=existing.id), "'owner' is not one of"),
-        (["name", "address"], resource_pb2.Resource(id=existing.id, name="ok-name", address="bad host"), "resource.address"),
+        (
+            ["name", "address"],
+            resource_pb2.Resource(id=existing.id, name="ok-name", address="bad host"),
+            "resource.address",
+        ),
     ]
     for paths, resource, expected in cases:
         error = rpc_error(
             admin.resources.UpdateResource,
-            resource_pb2.UpdateResourceRequest(resource=resource, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+            resource_pb2.UpdateResourceRequest(
+                resource=resource, update_mask=field_mask_pb2.FieldMask(paths=paths)
+            ),
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert expected in error.details(), error.details()

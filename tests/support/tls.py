@@ -60,4 +60,6 @@ def make_server_tls(directory: Path) -> TlsFiles:
         )
     )
     key_file.chmod(0o600)
-    return TlsFiles(ca_pem=ca.public_bytes(serialization.Encoding.PEM), cert_file=cert_file, key_file=key_file)
+    return TlsFiles(
+        ca_pem=ca.public_bytes(serialization.Encoding.PEM), cert_file=cert_file, key_file=key_file
+    )

@@ -58,7 +58,9 @@ def test_the_hash_depends_on_the_previous_link() -> None:
 
 def test_time_zones_do_not_change_the_canonical_form() -> None:
     event = _event()
-    shifted = dataclasses.replace(event, created_at=event.created_at.astimezone(__import__("zoneinfo").ZoneInfo("Asia/Tokyo")))
+    shifted = dataclasses.replace(
+        event, created_at=event.created_at.astimezone(__import__("zoneinfo").ZoneInfo("Asia/Tokyo"))
+    )
     assert canonical_row(event) == canonical_row(shifted)
 
 

@@ -45,7 +45,11 @@ def test_a_pem_private_key_value_is_found_under_any_key(kind: str, key: str, dat
     assert planted.path in list(credential_paths(planted.metadata))
 
 
-@given(st.dictionaries(ordinary_keys(), st.one_of(st.text(max_size=30), st.lists(st.text(max_size=5))), max_size=6))
+@given(
+    st.dictionaries(
+        ordinary_keys(), st.one_of(st.text(max_size=30), st.lists(st.text(max_size=5))), max_size=6
+    )
+)
 def test_ordinary_metadata_passes(metadata: dict) -> None:  # type: ignore[type-arg]
     assume(not any(is_credential_key(k) for k in metadata))
     assume(not any(isinstance(v, str) and "PRIVATE KEY" in v for v in metadata.values()))

@@ -32,8 +32,22 @@ def test_addresses_are_normalized(protocol: Protocol, address: str, expected: st
 
 @pytest.mark.parametrize(
     "address",
-    ["", "bad host", "host:0", "host:70000", "host:x", "-lead.example", "a..b", "[::1", "[10.0.0.1]:22",
-     "999.1.1.1", "h" * 64 + ".example", "user@host", "host/path", "[::1]x"],
+    [
+        "",
+        "bad host",
+        "host:0",
+        "host:70000",
+        "host:x",
+        "-lead.example",
+        "a..b",
+        "[::1",
+        "[10.0.0.1]:22",
+        "999.1.1.1",
+        "h" * 64 + ".example",
+        "user@host",
+        "host/path",
+        "[::1]x",
+    ],
 )
 def test_bad_addresses_are_refused(address: str) -> None:
     with pytest.raises(InvalidArgument) as info:
@@ -66,4 +80,8 @@ def test_metadata_limits() -> None:
         check_metadata_limits({f"k{i}": i for i in range(300)})
     with pytest.raises(InvalidArgument, match="longer than 128"):
         check_metadata_limits({"k" * 200: 1})
+    with pytest.raises(InvalidArgument, match=r"metadata value at metadata.a\[1\] contains a NUL"):
+        check_metadata_limits({"a": ["ok", "nul\x00"]})
+    with pytest.raises(InvalidArgument, match="key at metadata contains a NUL"):
+        check_metadata_limits({"k\x00": 1})
     check_metadata_limits({"display": {"depth": 24, "modes": ["a", "b"]}})

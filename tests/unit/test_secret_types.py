@@ -38,7 +38,11 @@ def test_secret_bytes_never_prints_and_wipes() -> None:
 
 def test_redaction_masks_tokens_bearer_values_and_private_keys() -> None:
     token, _, _ = new_api_token()
-    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk" + CANARY + "\n-----END OPENSSH PRIVATE KEY-----"
+    pem = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk"
+        + CANARY
+        + "\n-----END OPENSSH PRIVATE KEY-----"
+    )
     text = f"token {token.reveal()} header Bearer {CANARY} key {pem} end"
     redacted = redact_text(text)
     assert token.reveal() not in redacted
@@ -63,6 +67,9 @@ def test_the_log_filter_redacts_messages_and_arguments(caplog: pytest.LogCapture
 
 def test_settings_repr_hides_database_and_redis_urls() -> None:
     settings = Settings.from_env(
-        {"DATABASE_URL": f"postgresql://rap:{CANARY}@db.example/rap", "REDIS_URL": f"redis://:{CANARY}@r:6379/0"}
+        {
+            "DATABASE_URL": f"postgresql://rap:{CANARY}@db.example/rap",
+            "REDIS_URL": f"redis://:{CANARY}@r:6379/0",
+        }
     )
     assert CANARY not in repr(settings)
