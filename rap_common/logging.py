@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+
 from rap_common.secrets import REDACTED
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (

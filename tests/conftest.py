@@ -31,7 +31,6 @@ from tests.support.server import ServerThread
 from tests.support.services import Services, postgres_answers, provision
 from tests.support.tls import make_server_tls
 
-
 # Timing is not what these properties test: a loaded CI machine must not fail them.
 settings.register_profile("rap", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("rap")
@@ -49,7 +48,7 @@ def postgres_url() -> Iterator[str]:
         yield url
         return
     with tempfile.TemporaryDirectory(prefix="rap-pytest-") as tmp:
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - the embedded PostgreSQL runs as its own user
         services: Services = provision(Path(tmp))
         try:
             yield services.database_url

@@ -84,7 +84,8 @@ def test_the_last_admin_cannot_be_demoted_or_disabled(admin: Client, org: Org) -
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "without an enabled admin" in error.details()
     me = admin.admin.GetUser(admin_pb2.GetUserRequest(id=org.admin_id)).user
-    assert me.role == admin_pb2.ROLE_ADMIN and not me.disabled
+    assert me.role == admin_pb2.ROLE_ADMIN
+    assert not me.disabled
 
 
 def test_members_manage_only_their_own_tokens(dev_server: ServerThread, admin: Client, org: Org) -> None:
@@ -130,7 +131,8 @@ def test_a_token_is_shown_once_and_stored_only_as_a_hash(
     admin: Client, org: Org, sql: psycopg2.extensions.connection
 ) -> None:
     created = admin.admin.CreateApiToken(admin_pb2.CreateApiTokenRequest(name="ci"))
-    assert created.token.startswith("rap_api_") and len(created.token) == 51
+    assert created.token.startswith("rap_api_")
+    assert len(created.token) == 51
     assert created.token.startswith(created.api_token.prefix)
     listed = admin.admin.ListApiTokens(admin_pb2.ListApiTokensRequest())
     assert created.token not in str(listed)
@@ -138,9 +140,9 @@ def test_a_token_is_shown_once_and_stored_only_as_a_hash(
         cur.execute("SELECT token_hash FROM api_tokens WHERE id = %s", (created.api_token.id,))
         assert bytes(cur.fetchone()[0]) == hashlib.sha256(created.token.encode()).digest()
         for table in ("api_tokens", "audit_events", "users"):
-            cur.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")  # noqa: S608 - fixed names
+            cur.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
             assert created.token not in cur.fetchone()[0]
-            cur.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")  # noqa: S608
+            cur.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
             assert org.admin_token not in cur.fetchone()[0]
 
 
@@ -148,4 +150,5 @@ def test_a_token_cannot_expire_in_the_past(admin: Client) -> None:
     request = admin_pb2.CreateApiTokenRequest()
     request.expire_time.FromSeconds(1_000_000)
     error = rpc_error(admin.admin.CreateApiToken, request)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "future" in error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "future" in error.details()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def test_events_are_listed_in_order_with_filters_and_paging(admin: Client, org: 
     assert [e.target_id for e in created] == ids
     assert all(e.actor_id == org.admin_id and e.actor_type == "user" and e.request_id for e in created)
     assert [e.target_id for e in _all_events(admin, target_id=ids[1])] == [ids[1]]
-    assert all(e.previous_hash == before.hash for before, e in zip(events, events[1:], strict=False))
+    assert all(e.previous_hash == before.hash for before, e in itertools.pairwise(events))
     error = rpc_error(admin.audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest(event_type="made_up"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -122,7 +123,8 @@ def test_the_table_refuses_updates_and_deletes(
 def test_an_intact_chain_verifies(admin: Client, org: Org, database_url: str) -> None:
     _make_events(admin, 3)
     answer = admin.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest())
-    assert answer.ok and answer.checked_events == len(_all_events(admin))
+    assert answer.ok
+    assert answer.checked_events == len(_all_events(admin))
     result = _rapctl(database_url, "audit", "verify", "--organization", org.id)
     assert result.returncode == 0, result.stderr
     assert "audit chain ok" in result.stdout
@@ -167,7 +169,8 @@ def test_an_edited_or_deleted_row_breaks_the_chain_at_that_row(
 
     result = _rapctl(database_url, "audit", "verify", "--organization", org.id)
     assert result.returncode == 1
-    assert f"sequence {victim.sequence}" in result.stdout and problem in result.stdout
+    assert f"sequence {victim.sequence}" in result.stdout
+    assert problem in result.stdout
 
 
 def test_deleting_the_newest_row_is_caught_by_the_chain_head(
@@ -177,13 +180,16 @@ def test_deleting_the_newest_row_is_caught_by_the_chain_head(
     last = _all_events(admin)[-1]
     _tamper(sql, "DELETE FROM audit_events WHERE chain_id = %s AND sequence = %s", org.id, last.sequence)
     answer = admin.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest())
-    assert not answer.ok and answer.first_broken_sequence == last.sequence
+    assert not answer.ok
+    assert answer.first_broken_sequence == last.sequence
     assert answer.problem.startswith("missing_row")
     result = _rapctl(database_url, "audit", "verify", "--organization", org.id)
-    assert result.returncode == 1 and f"sequence {last.sequence}" in result.stdout
+    assert result.returncode == 1
+    assert f"sequence {last.sequence}" in result.stdout
 
 
 def test_rapctl_refuses_a_malformed_organization_id_cleanly(database_url: str) -> None:
     result = _rapctl(database_url, "audit", "verify", "--organization", "acme")
     assert result.returncode == 1
-    assert "not a UUID" in result.stderr and "Traceback" not in result.stderr
+    assert "not a UUID" in result.stderr
+    assert "Traceback" not in result.stderr

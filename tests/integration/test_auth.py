@@ -135,14 +135,18 @@ async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_detail(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary("/grpc.health.v1.Health/Check")
-            with caplog.at_level(logging.ERROR, logger="rap_control.api.interceptor"):
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await asyncio.wait_for(call(b""), 10)
+            with (
+                caplog.at_level(logging.ERROR, logger="rap_control.api.interceptor"),
+                pytest.raises(grpc.aio.AioRpcError) as info,
+            ):
+                await asyncio.wait_for(call(b""), 10)
     finally:
         await server.stop(None)
     error = info.value
     assert error.code() == grpc.StatusCode.INTERNAL
     request_id = dict(error.trailing_metadata())["x-request-id"]
     assert request_id in error.details()
-    assert "S3cret" not in error.details() and "RuntimeError" not in error.details()
-    assert "RuntimeError" in caplog.text and request_id in caplog.text
+    assert "S3cret" not in error.details()
+    assert "RuntimeError" not in error.details()
+    assert "RuntimeError" in caplog.text
+    assert request_id in caplog.text

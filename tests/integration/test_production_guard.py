@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from rap.v1 import audit_pb2, resource_pb2
 from rap_control.policy.credentials import is_credential_key
 from tests.conftest import Org, _libpq
-from tests.strategies import PEM_KINDS, PEM_PRIVATE_KEY, ORDINARY_KEYS, ordinary_keys, planted_metadata
+from tests.strategies import ORDINARY_KEYS, PEM_KINDS, PEM_PRIVATE_KEY, ordinary_keys, planted_metadata
 from tests.support.client import Client, rpc_error, trailer
 from tests.support.server import ServerThread
 
@@ -130,7 +130,8 @@ def test_a_pem_private_key_value_is_refused_under_any_key(
     error = rpc_error(_create, client, org, planted.metadata)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert planted.path in error.details()
-    assert "BEGIN" not in error.details() and CANARY[:6] not in error.details()
+    assert "BEGIN" not in error.details()
+    assert CANARY[:6] not in error.details()
 
 
 # NUL is refused for every resource (PostgreSQL cannot store it): see test_resource_validation.
@@ -166,7 +167,8 @@ def test_a_credentialed_resource_needs_a_secret_ref_in_production_only(
     assert trailer(error, "rap-reason") == "secret_ref_required"
     assert "secret_ref" in error.details()
     event = _last_audit(client, "resource_rejected_missing_secret_ref")
-    assert event.details["name"] == name and event.details["missing_secret_ref"] is True
+    assert event.details["name"] == name
+    assert event.details["missing_secret_ref"] is True
     # Development accepts it, for smoke tests.
     dev = admin.resources.CreateResource(
         resource_pb2.CreateResourceRequest(
@@ -177,7 +179,7 @@ def test_a_credentialed_resource_needs_a_secret_ref_in_production_only(
 
 
 def test_a_tcp_resource_needs_no_secret_ref(guarded: tuple[Client, Org]) -> None:
-    client, org = guarded
+    client, _org = guarded
     rid = str(uuid.uuid4())
     created = client.resources.CreateResource(
         resource_pb2.CreateResourceRequest(
@@ -236,7 +238,8 @@ def test_the_canary_reaches_no_table_log_or_response(
     with sql.cursor() as cur:
         cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         tables = [row[0] for row in cur.fetchall()]
-        assert "audit_events" in tables and "resources" in tables
+        assert "audit_events" in tables
+        assert "resources" in tables
         for table in tables:
             cur.execute(
                 f'SELECT coalesce(string_agg(t::text, E"\\n"), \'\') FROM "{table}" t'.replace(

@@ -99,7 +99,8 @@ def test_list_pages_through_everything_in_order(admin: Client) -> None:
         token = page.next_page_token
         if not token:
             break
-    assert seen == made and pages == 3
+    assert seen == made
+    assert pages == 3
     ssh_only = admin.resources.ListResources(resource_pb2.ListResourcesRequest(protocol=SSH)).resources
     assert {r.id for r in ssh_only} == set(made[1::2])
 

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="rap-services-") as tmp:
         scratch = Path(tmp)
-        os.chmod(scratch, 0o755)  # the embedded PostgreSQL runs as its own user
+        os.chmod(scratch, 0o755)  # noqa: S103 - the embedded PostgreSQL runs as its own user
         services = provision(scratch)
         try:
             env = dict(os.environ, DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)

@@ -65,6 +65,6 @@ def test_time_zones_do_not_change_the_canonical_form() -> None:
 
 
 def test_floats_are_refused_in_details() -> None:
-    with pytest.raises(TypeError, match="details.ratio"):
+    with pytest.raises(TypeError, match=r"details\.ratio"):
         check_details({"ratio": 0.5})
     check_details({"ok": [1, "a", None, True, {"x": "y"}]})
