@@ -120,7 +120,9 @@ def check_metadata_limits(metadata: dict[str, Any]) -> None:
             for key, child in items:
                 entries += 1
                 if isinstance(key, str) and "\x00" in key:
-                    raise InvalidArgument(f"a metadata key at {path} contains a NUL character", reason="bad_metadata")
+                    raise InvalidArgument(
+                        f"a metadata key at {path} contains a NUL character", reason="bad_metadata"
+                    )
                 if isinstance(key, str) and len(key) > MAX_KEY_LENGTH:
                     raise InvalidArgument(
                         f"metadata key at {path} is longer than {MAX_KEY_LENGTH} characters",
