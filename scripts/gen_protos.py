@@ -45,7 +45,11 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO_ROOT, env=env)
+    # The mypy plugin reports every file it writes; show protoc's output only on failure.
+    result = subprocess.run(cmd, cwd=PROTO_ROOT, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"protoc failed with exit code {result.returncode}")
     (out / "rap" / "__init__.py").write_text(INIT_TEXT)
     (out / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)
     (out / PACKAGE_DIR / "py.typed").write_text("")
