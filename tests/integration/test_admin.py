@@ -12,7 +12,7 @@ import pytest
 
 from rap.v1 import admin_pb2
 from tests.conftest import Org
-from tests.support.client import Client, rpc_error
+from tests.support.client import Client, paginate, rpc_error
 from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -40,14 +40,9 @@ def test_users_are_created_listed_and_updated_by_admins(admin: Client, org: Org)
         admin_pb2.ROLE_MEMBER,
         org.id,
     )
-    listed, token = [], ""
-    while True:
-        page = admin.admin.ListUsers(admin_pb2.ListUsersRequest(page_size=1, page_token=token))
-        listed += [u.id for u in page.users]
-        token = page.next_page_token
-        if not token:
-            break
-    assert sorted(listed) == sorted([org.admin_id, user.id])
+    users, pages = paginate(admin.admin.ListUsers, admin_pb2.ListUsersRequest(page_size=1), "users")
+    assert sorted(u.id for u in users) == sorted([org.admin_id, user.id])
+    assert pages == 2
     promoted = admin.admin.UpdateUser(admin_pb2.UpdateUserRequest(id=user.id, role=admin_pb2.ROLE_ADMIN)).user
     assert promoted.role == admin_pb2.ROLE_ADMIN
     dup = rpc_error(

@@ -16,7 +16,7 @@ import pytest
 
 from rap.v1 import admin_pb2, audit_pb2, resource_pb2
 from tests.conftest import Org
-from tests.support.client import Client, rpc_error
+from tests.support.client import Client, paginate, rpc_error
 from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -38,15 +38,10 @@ def _make_events(admin: Client, count: int) -> list[str]:
 
 
 def _all_events(admin: Client, **filters: str) -> list[audit_pb2.AuditEvent]:
-    events, token = [], ""
-    while True:
-        page = admin.audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(page_size=2, page_token=token, **filters)
-        )
-        events += page.events
-        token = page.next_page_token
-        if not token:
-            return events
+    events, _ = paginate(
+        admin.audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest(page_size=2, **filters), "events"
+    )
+    return events
 
 
 def _rapctl(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

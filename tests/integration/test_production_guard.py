@@ -24,7 +24,7 @@ from rap.v1 import audit_pb2, resource_pb2
 from rap_control.policy.credentials import is_credential_key
 from tests.conftest import Org, _libpq
 from tests.strategies import ORDINARY_KEYS, PEM_KINDS, PEM_PRIVATE_KEY, ordinary_keys, planted_metadata
-from tests.support.client import Client, rpc_error, trailer
+from tests.support.client import Client, paginate, rpc_error, trailer
 from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -76,15 +76,9 @@ def _create(
 
 
 def _last_audit(client: Client, event_type: str) -> audit_pb2.AuditEvent:
-    events, token = [], ""
-    while True:
-        page = client.audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(event_type=event_type, page_size=200, page_token=token)
-        )
-        events += page.events
-        token = page.next_page_token
-        if not token:
-            return events[-1]
+    request = audit_pb2.ListAuditEventsRequest(event_type=event_type, page_size=200)
+    events, _ = paginate(client.audit.ListAuditEvents, request, "events")
+    return events[-1]
 
 
 def _resource_names(org: Org, database_url: str) -> set[str]:

@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 
 from rap.v1 import admin_pb2, resource_pb2
 from tests.conftest import Org
-from tests.support.client import Client, rpc_error, trailer
+from tests.support.client import Client, paginate, rpc_error, trailer
 from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -91,15 +91,10 @@ def test_list_pages_through_everything_in_order(admin: Client) -> None:
         create(admin, name=f"host-{i}", protocol=SSH if i % 2 else resource_pb2.PROTOCOL_RDP).id
         for i in range(7)
     ]
-    seen, token, pages = [], "", 0
-    while True:
-        page = admin.resources.ListResources(resource_pb2.ListResourcesRequest(page_size=3, page_token=token))
-        seen += [r.id for r in page.resources]
-        pages += 1
-        token = page.next_page_token
-        if not token:
-            break
-    assert seen == made
+    seen, pages = paginate(
+        admin.resources.ListResources, resource_pb2.ListResourcesRequest(page_size=3), "resources"
+    )
+    assert [r.id for r in seen] == made
     assert pages == 3
     ssh_only = admin.resources.ListResources(resource_pb2.ListResourcesRequest(protocol=SSH)).resources
     assert {r.id for r in ssh_only} == set(made[1::2])

@@ -59,3 +59,16 @@ def rpc_error(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcEr
 
 def trailer(error: grpc.RpcError, key: str) -> str:
     return dict(error.trailing_metadata() or ()).get(key, "")  # type: ignore[attr-defined, no-any-return]
+
+
+def paginate(method: Callable[[Any], Any], request: Any, field: str) -> tuple[list[Any], int]:
+    """Every item of a List RPC, following next_page_token; and how many pages it took."""
+    items: list[Any] = []
+    pages = 0
+    while True:
+        page = method(request)
+        pages += 1
+        items.extend(getattr(page, field))
+        if not page.next_page_token:
+            return items, pages
+        request.page_token = page.next_page_token
