@@ -14,6 +14,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from sqlalchemy.exc import OperationalError
+
 from rap_common.errors import RapError
 from rap_common.logging import configure_logging
 from rap_control.config import ConfigError, Settings
@@ -44,6 +46,26 @@ def _guarded(main: Callable[[argparse.Namespace, Settings], int], args: argparse
     except RapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except OperationalError as exc:
+        # Migrations and schema checks connect outside a unit of work; name the
+        # variable to check, not the URL (it may hold a password).
+        print(
+            f"error: could not use the database named by DATABASE_URL ({type(exc.orig).__name__}); "
+            "check that it is running and reachable",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _prepare_schema(settings: Settings, url: str) -> None:
+    """Development migrates as it starts; production only checks, and refuses a stale schema."""
+    from rap_control.db.migrate import is_at_head, upgrade
+
+    if not settings.production:
+        upgrade(url)
+    elif not is_at_head(url):
+        # Production migrates on purpose, with `rap-control migrate`, never as a side effect.
+        raise ConfigError("the database schema is not current: run `rap-control migrate` first")
 
 
 # rap-control
@@ -51,16 +73,10 @@ def _guarded(main: Callable[[argparse.Namespace, Settings], int], args: argparse
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from rap_control.db.engine import Database
-    from rap_control.db.migrate import is_at_head, upgrade
     from rap_control.server import serve
 
     url = database_url(settings)
-    if settings.production:
-        # Production migrates on purpose, with `rap-control migrate`, never as a side effect.
-        if not is_at_head(url):
-            raise ConfigError("the database schema is not current: run `rap-control migrate` first")
-    else:
-        upgrade(url)
+    _prepare_schema(settings, url)
     db = Database(url, pool_size=settings.db_pool_size)
     try:
         asyncio.run(serve(settings, db))
@@ -93,12 +109,10 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     from rap_control.audit.service import AuditLog
     from rap_control.db.engine import Database
-    from rap_control.db.migrate import upgrade
     from rap_control.identity.service import IdentityService
 
     url = database_url(settings)
-    if not settings.production:
-        upgrade(url)
+    _prepare_schema(settings, url)
     db = Database(url, pool_size=1)
     try:
         identity = IdentityService(AuditLog())

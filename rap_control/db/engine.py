@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn, TypeVar
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rap_common.errors import RapError
+from rap_common.errors import RapError, Unavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _CommitThenRaise(Exception):
@@ -62,7 +65,12 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
-        """A unit of work, synchronously (for the CLI and the thread pool)."""
+        """A unit of work, synchronously (for the CLI and the thread pool).
+
+        An operational database error (lost or refused connection, deadlock,
+        timeout) becomes :class:`Unavailable`, "retry later": the one place
+        that lower-level error is mapped.
+        """
         session = self._sessions()
         try:
             yield UnitOfWork(session)
@@ -70,6 +78,13 @@ class Database:
         except _CommitThenRaise as keep:
             session.commit()
             raise keep.error from None
+        except (OperationalError, InterfaceError) as exc:
+            # Lost connections, refused connections, deadlocks, timeouts: all worth a retry.
+            session.rollback()
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            raise Unavailable(
+                "the database is unavailable; retry later", reason="database_unavailable"
+            ) from exc
         except BaseException:
             session.rollback()
             raise

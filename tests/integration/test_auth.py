@@ -150,3 +150,23 @@ async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_detail(
     assert "RuntimeError" not in error.details()
     assert "RuntimeError" in caplog.text
     assert request_id in caplog.text
+
+
+def test_a_database_that_is_down_answers_unavailable(dev_server: ServerThread, org: Org) -> None:
+    """A server whose database cannot be reached says UNAVAILABLE, not INTERNAL, and leaks no URL."""
+    from rap_control.config import Environment
+    from rap_control.db.engine import Database
+    from tests.conftest import _settings
+
+    dead = Database("postgresql+psycopg2://rap:S3cret-pw@127.0.0.1:1/rap", pool_size=1)
+    server = ServerThread(_settings(Environment.DEVELOPMENT, None, "unused"), dead).start()
+    try:
+        with server.channel() as channel:
+            error = rpc_error(_list, channel, (("authorization", f"Bearer {org.admin_token}"),))
+    finally:
+        server.stop()
+        dead.close()
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert trailer(error, "rap-reason") == "database_unavailable"
+    assert "S3cret" not in error.details()
+    assert "127.0.0.1" not in error.details()
