@@ -16,6 +16,7 @@ key paths and ids only.
     ├── FailedPrecondition     FAILED_PRECONDITION  412  4412
     ├── Unavailable            UNAVAILABLE          503  4503
     ├── NotImplementedYet      UNIMPLEMENTED        501  4501
+    ├── DataLoss               DATA_LOSS            500  4500
     └── InternalError          INTERNAL             500  4500
 
 Servicers do not catch these: one interceptor translates them. Anything
@@ -26,6 +27,12 @@ the server log.
 from __future__ import annotations
 
 from typing import ClassVar
+
+
+class ConfigError(Exception):
+    """Start-up configuration is missing or wrong; the message names the
+    variable, never its value. Not a RapError: no caller ever sees it, the
+    process refuses to start."""
 
 
 class RapError(Exception):
@@ -120,6 +127,19 @@ class NotImplementedYet(RapError):
     http_status = 501
     ws_close_code = 4501
     default_reason = "not_implemented"
+
+
+class DataLoss(RapError):
+    """Stored data failed its integrity check (a tampered or misplaced ciphertext).
+
+    Never answered with garbage: the data is refused. Operators should
+    treat it as an incident; the message names the row, never a value.
+    """
+
+    grpc_status = "DATA_LOSS"
+    http_status = 500
+    ws_close_code = 4500
+    default_reason = "integrity_check_failed"
 
 
 class InternalError(RapError):

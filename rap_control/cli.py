@@ -13,12 +13,17 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.exc import OperationalError
 
-from rap_common.errors import RapError
+from rap_common.errors import ConfigError, RapError
 from rap_common.logging import configure_logging
-from rap_control.config import ConfigError, Settings
+from rap_control.config import Settings
+
+if TYPE_CHECKING:
+    from rap_control.keys.service import KeyStatus
+    from rap_control.secrets.rewrap import RewrapProgress
 
 log = logging.getLogger("rap_control")
 
@@ -73,15 +78,20 @@ def _prepare_schema(settings: Settings, url: str) -> None:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from rap_control.db.engine import Database
+    from rap_control.keys.load import load_provider
     from rap_control.server import serve
 
-    url = database_url(settings)
-    _prepare_schema(settings, url)
-    db = Database(url, pool_size=settings.db_pool_size)
+    provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
     try:
-        asyncio.run(serve(settings, db))
+        url = database_url(settings)
+        _prepare_schema(settings, url)
+        db = Database(url, pool_size=settings.db_pool_size)
+        try:
+            asyncio.run(serve(settings, db, provider))
+        finally:
+            db.close()
     finally:
-        db.close()
+        provider.close()
     return 0
 
 
@@ -146,6 +156,107 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.ok else 1
 
 
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from rap_control.audit.service import AuditLog
+    from rap_control.db.engine import Database
+    from rap_control.keys.load import load_provider
+    from rap_control.keys.service import KeyService
+    from rap_control.principal import Actor
+    from rap_control.secrets.rewrap import Rewrapper
+
+    if args.keys_command == "generate":
+        return _generate_key(args, settings)
+    provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
+    url = database_url(settings)
+    _prepare_schema(settings, url)
+    db = Database(url, pool_size=1)
+    try:
+        audit = AuditLog()
+        keys = KeyService(audit, provider)
+        actor = Actor.system("rapctl")
+        db.run_sync(lambda uow: keys.register_at_startup(uow, actor))
+        if args.keys_command == "status":
+            _print_key_status(db.run_sync(keys.status))
+        elif args.keys_command == "activate":
+            db.run_sync(lambda uow: keys.set_active(uow, actor, args.key_id))
+            print(
+                f"encryption key {args.key_id} is active; run `rapctl keys rewrap` to move existing secrets"
+            )
+        elif args.keys_command == "retire":
+            db.run_sync(lambda uow: keys.retire(uow, actor, args.key_id))
+            print(f"encryption key {args.key_id} is retired: no secret needs it")
+        else:
+            bar = _ProgressBar(sys.stderr)
+            done = Rewrapper(db, provider, keys, audit).run(actor, args.batch_size, bar.update)
+            bar.finish()
+            print(
+                f"rewrapped {done.rewrapped} secret(s) to {done.target_key_id}; none is left under another key"
+            )
+    finally:
+        db.close()
+        provider.close()
+    return 0
+
+
+def _generate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from rap_control.keys.settings import check_key_id, generate_key_file
+
+    key_id = check_key_id(args.key_id, "KEY_ID")
+    if settings.keys.provider == "pkcs11":
+        from rap_control.keys.pkcs11 import generate_token_key
+
+        keys = settings.keys
+        if not (keys.pkcs11_module and keys.pkcs11_token_label and keys.pkcs11_pin):
+            raise ConfigError("SECRET_KEY_PROVIDER=pkcs11 is not fully configured")
+        generate_token_key(keys.pkcs11_module, keys.pkcs11_token_label, keys.pkcs11_pin, key_id)
+        print(f"created AES-256 key {key_id} on the token (sensitive, not extractable)")
+        return 0
+    if not args.file:
+        raise ConfigError("a local key needs --file PATH to write it to (mode 0600)")
+    path = Path(args.file)
+    if path.exists():
+        raise ConfigError(f"{path} exists already: a key file is never overwritten")
+    generate_key_file(path)
+    print(
+        f"wrote a new 32-byte key to {path} (mode 0600); use it with SECRET_ENCRYPTION_KEY_FILE={path} "
+        f"SECRET_ENCRYPTION_KEY_ID={key_id}, and move the old key into SECRET_ENCRYPTION_KEYRING_FILE"
+    )
+    return 0
+
+
+def _print_key_status(keys: list[KeyStatus]) -> None:
+    print(f"{'KEY ID':<32} {'PROVIDER':<8} {'ACTIVE':<6} {'HERE':<5} {'SECRETS':>8}  RETIRED")
+    for k in keys:
+        retired = k.retired_at.isoformat(timespec="seconds") if k.retired_at else ""
+        print(
+            f"{k.key_id:<32} {k.provider:<8} {'yes' if k.active else '':<6} "
+            f"{'yes' if k.available else 'NO':<5} {k.secret_count:>8}  {retired}"
+        )
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal; one line per batch otherwise (logs, CI)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+
+    def update(self, progress: RewrapProgress) -> None:
+        done, total = progress.rewrapped, max(progress.total, 1)
+        if self._tty:
+            filled = int(30 * min(done / total, 1))
+            self._stream.write(f"\rrewrap [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+        else:
+            self._stream.write(f"rewrapped {done}/{total}\n")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``rapctl``: operator commands that work straight on the database."""
     parser = argparse.ArgumentParser(prog="rapctl", description="RAP operator commands")
@@ -162,6 +273,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify = audit.add_parser("verify", help="recompute the hash chain; exit 1 at the first broken row")
     verify.add_argument("--organization", help="verify this organization's chain only (default: every chain)")
     verify.set_defaults(func=_audit_verify)
+    keys = sub.add_parser("keys", help="encryption keys: status, generate, activate, rewrap, retire")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("status", help="every key id, which is active, and how many secrets each wraps")
+    gen = keys_sub.add_parser("generate", help="a new key: on the PKCS#11 token, or in a local file")
+    gen.add_argument("key_id", metavar="KEY_ID")
+    gen.add_argument("--file", help="local provider: where to write the key (mode 0600)")
+    act = keys_sub.add_parser("activate", help="write new secrets under KEY_ID (it must be configured)")
+    act.add_argument("key_id", metavar="KEY_ID")
+    rewrap = keys_sub.add_parser("rewrap", help="re-wrap every data key under the active key; resumable")
+    rewrap.add_argument("--batch-size", type=int, default=500, help="secrets per transaction (default 500)")
+    retire = keys_sub.add_parser("retire", help="retire KEY_ID; refused while any secret still needs it")
+    retire.add_argument("key_id", metavar="KEY_ID")
+    keys.set_defaults(func=_keys)
     args = parser.parse_args(argv)
     return _guarded(args.func, args)
 

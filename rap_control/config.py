@@ -2,15 +2,16 @@
 
 A missing or malformed value fails start-up with a :class:`ConfigError`
 that names the variable (never its value). ``APP_ENV=production`` adds the
-production checks of DESIGN.md: an external PostgreSQL and TLS on the gRPC
-listener. (Key material and signing keys join these checks with the secret
-store and the data plane.)
+production checks of DESIGN.md: an external PostgreSQL, TLS on the gRPC
+listener, and key material (see :mod:`rap_control.keys.settings`; signing
+keys join these checks with the data plane).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,9 +21,10 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from rap_common.errors import ConfigError
+from rap_control.keys.settings import KeySettings
 
-class ConfigError(Exception):
-    """Start-up configuration is missing or wrong; the message names the variable."""
+__all__ = ["ConfigError", "Environment", "Settings"]
 
 
 class Environment(StrEnum):
@@ -45,6 +47,9 @@ class Settings:
     tls_key_file: Path | None
     log_level: str
     db_pool_size: int
+    keys: KeySettings = field(default_factory=lambda: KeySettings("local", None, None, {}))
+    # Admins of this organization may manage the platform's encryption keys over the API.
+    operator_organization_id: uuid.UUID | None = None
 
     @property
     def production(self) -> bool:
@@ -74,6 +79,8 @@ class Settings:
             tls_key_file=key,
             log_level=_choice(env, "RAP_LOG_LEVEL", _LogLevel, _LogLevel.INFO).value,
             db_pool_size=_int(env, "RAP_DB_POOL_SIZE", 10, low=1, high=200),
+            keys=KeySettings.from_env(env, production=app_env is Environment.PRODUCTION),
+            operator_organization_id=_optional_uuid(env, "RAP_OPERATOR_ORGANIZATION_ID"),
         )
         if settings.production:
             settings.check_production()
@@ -120,6 +127,16 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}")
     return value
+
+
+def _optional_uuid(env: Mapping[str, str], name: str) -> uuid.UUID | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an organization id (a UUID)") from None
 
 
 def _optional_file(env: Mapping[str, str], name: str) -> Path | None:

@@ -38,6 +38,17 @@ class Principal:
             raise PermissionDenied(f"only an organization admin may {action}", reason="admin_required")
 
 
+def require_operator(principal: Principal, operator_organization_id: uuid.UUID | None) -> None:
+    """Platform-wide operations (encryption keys) need an admin of the operator organization."""
+    if operator_organization_id is None or principal.organization_id != operator_organization_id:
+        raise PermissionDenied(
+            "managing the platform's encryption keys needs an admin of the operator organization "
+            "(RAP_OPERATOR_ORGANIZATION_ID); operators can use `rapctl keys` instead",
+            reason="operator_required",
+        )
+    principal.require_admin("manage encryption keys")
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did something, for the audit log: a user, a worker or the system."""

@@ -35,15 +35,21 @@ from rap.v1 import (
 from rap_control.api.admin import AdminServicer
 from rap_control.api.audit import AuditServicer
 from rap_control.api.interceptor import RapServerInterceptor
-from rap_control.api.later import SecretResolverServicer, SecretServicer, SessionServicer, WorkerServicer
+from rap_control.api.keys import KeyRpcs
+from rap_control.api.later import SecretResolverServicer, SessionServicer, WorkerServicer
 from rap_control.api.resources import ResourceServicer
+from rap_control.api.secrets import SecretServicer
 from rap_control.audit.service import AuditLog
 from rap_control.config import ConfigError, Settings
 from rap_control.db.engine import Database
 from rap_control.identity.service import IdentityService
+from rap_control.keys.provider import KeyProvider
+from rap_control.keys.service import KeyService
 from rap_control.policy.guard import ProductionGuard
-from rap_control.principal import Principal
+from rap_control.principal import Actor, Principal
 from rap_control.resources.service import ResourceService
+from rap_control.secrets.rewrap import Rewrapper
+from rap_control.secrets.service import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +75,20 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-async def build_server(settings: Settings, db: Database) -> tuple[grpc.aio.Server, int]:
-    """A server with every rap.v1 service, health and reflection, bound but not started."""
+async def build_server(
+    settings: Settings, db: Database, provider: KeyProvider
+) -> tuple[grpc.aio.Server, int]:
+    """A server with every rap.v1 service, health and reflection, bound but not started.
+
+    Composition only: it touches no database. Call :func:`register_keys`
+    before serving secrets.
+    """
     audit = AuditLog()
     identity = IdentityService(audit)
     resources = ResourceService(audit, ProductionGuard(production=settings.production))
+    keys = KeyService(audit, provider)
+    store = SecretStore(audit, provider, keys)
+    key_rpcs = KeyRpcs(db, keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id)
 
     async def authenticate(token: str) -> Principal:
         return await db.run(lambda uow: identity.authenticate(uow, token))
@@ -84,9 +99,9 @@ async def build_server(settings: Settings, db: Database) -> tuple[grpc.aio.Serve
         options=[("grpc.so_reuseport", 0)],
     )
     resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(db, resources), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(db, identity), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(db, identity, key_rpcs), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(db, audit), server)
-    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(), server)
+    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(db, store), server)
     session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
     resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
@@ -113,9 +128,22 @@ async def build_server(settings: Settings, db: Database) -> tuple[grpc.aio.Serve
     return server, port
 
 
-async def serve(settings: Settings, db: Database) -> None:
+async def register_keys(db: Database, provider: KeyProvider) -> str:
+    """Register the provider's keys in the database and return the active key id.
+
+    A replica whose key material does not include the active key refuses to
+    start (see KeyService.register_at_startup).
+    """
+    keys = KeyService(AuditLog(), provider)
+    active = await db.run(lambda uow: keys.register_at_startup(uow, Actor.system("startup")))
+    log.info("encryption key %s is active (provider %s)", active, provider.name)
+    return active
+
+
+async def serve(settings: Settings, db: Database, provider: KeyProvider) -> None:
     """Run the control plane until SIGINT or SIGTERM."""
-    server, port = await build_server(settings, db)
+    await register_keys(db, provider)
+    server, port = await build_server(settings, db, provider)
     await server.start()
     log.info(
         "RAP control plane serving on %s:%d (%s, %s)",

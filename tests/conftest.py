@@ -21,11 +21,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
+from rap_common.secrets import SecretBytes
 from rap_control.audit.service import AuditLog
 from rap_control.config import Environment, Settings
 from rap_control.db.engine import Database
 from rap_control.db.migrate import upgrade
 from rap_control.identity.service import IdentityService
+from rap_control.keys.local import LocalKeyProvider
 from tests.support.client import Client
 from tests.support.server import ServerThread
 from tests.support.services import Services, postgres_answers, provision
@@ -106,23 +108,34 @@ def _settings(env: Environment, tls: tuple[Path, Path] | None, database_url: str
     )
 
 
+TEST_KEY_ID = "test-kek-1"
+
+
 @pytest.fixture(scope="session")
-def dev_server(db: Database, database_url: str) -> Iterator[ServerThread]:
+def provider() -> Iterator[LocalKeyProvider]:
+    """The KEK of this test run: a random local key, active for every server of the run."""
+    keys = LocalKeyProvider(TEST_KEY_ID, {TEST_KEY_ID: SecretBytes(os.urandom(32))})
+    yield keys
+    keys.close()
+
+
+@pytest.fixture(scope="session")
+def dev_server(db: Database, database_url: str, provider: LocalKeyProvider) -> Iterator[ServerThread]:
     """The control plane in development mode, plaintext gRPC on loopback."""
-    server = ServerThread(_settings(Environment.DEVELOPMENT, None, database_url), db).start()
+    server = ServerThread(_settings(Environment.DEVELOPMENT, None, database_url), db, provider).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def prod_server(
-    db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    db: Database, database_url: str, provider: LocalKeyProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """The control plane with APP_ENV=production: TLS on loopback, the production guard on."""
     tls = make_server_tls(tmp_path_factory.mktemp("tls"))
     settings = _settings(Environment.PRODUCTION, (tls.cert_file, tls.key_file), database_url)
     settings.check_production()
-    server = ServerThread(settings, db, ca_pem=tls.ca_pem).start()
+    server = ServerThread(settings, db, provider, ca_pem=tls.ca_pem).start()
     yield server
     server.stop()
 

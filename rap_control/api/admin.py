@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_control.api import convert
 from rap_control.api.context import current_call
-from rap_control.api.planned import DATA_PLANE, SECRET_STORE, SESSIONS_AND_WORKERS, planned
+from rap_control.api.keys import KeyRpcs
+from rap_control.api.planned import DATA_PLANE, SESSIONS_AND_WORKERS, planned
 from rap_control.db.engine import Database
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
@@ -18,9 +20,10 @@ from rap_control.paging import page_request
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SERVICE_NAME = "rap.v1.AdminService"
 
-    def __init__(self, db: Database, identity: IdentityService) -> None:
+    def __init__(self, db: Database, identity: IdentityService, keys: KeyRpcs) -> None:
         self._db = db
         self._identity = identity
+        self._keys = keys
 
     async def GetOrganization(self, request: Any, context: Any) -> admin_pb2.GetOrganizationResponse:
         call = current_call()
@@ -93,8 +96,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     CreateWorkerEnrollmentToken = planned(SESSIONS_AND_WORKERS)
     ListWorkers = planned(SESSIONS_AND_WORKERS)
     RevokeWorker = planned(SESSIONS_AND_WORKERS)
-    ListEncryptionKeys = planned(SECRET_STORE)
-    SetActiveEncryptionKey = planned(SECRET_STORE)
-    RewrapSecrets = planned(SECRET_STORE)
+
+    async def ListEncryptionKeys(self, request: Any, context: Any) -> admin_pb2.ListEncryptionKeysResponse:
+        return await self._keys.list_keys()
+
+    async def SetActiveEncryptionKey(
+        self, request: Any, context: Any
+    ) -> admin_pb2.SetActiveEncryptionKeyResponse:
+        return await self._keys.set_active(request)
+
+    def RewrapSecrets(self, request: Any, context: Any) -> AsyncIterator[admin_pb2.RewrapSecretsResponse]:
+        return self._keys.rewrap(request)
+
     GetJwks = planned(DATA_PLANE)
     RotateSigningKey = planned(DATA_PLANE)

@@ -11,13 +11,16 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from rap.v1 import admin_pb2, audit_pb2, resource_pb2
+from rap.v1 import admin_pb2, audit_pb2, resource_pb2, secret_pb2
 from rap_common.errors import InvalidArgument
+from rap_common.secrets import SecretStr
 from rap_control.audit.types import AuditEvent
 from rap_control.identity.types import ApiTokenInfo, Organization, User
+from rap_control.keys.service import KeyStatus
 from rap_control.paging import encode_token
 from rap_control.principal import Role
 from rap_control.resources.types import Protocol, Resource
+from rap_control.secrets.types import Credential, RdpCredential, SecretInfo, SshCredential, VncCredential
 
 # Keyed by plain int: requests carry enum fields as ints, known or not.
 _PROTOCOLS: dict[int, Protocol] = {
@@ -139,4 +142,44 @@ def audit_event_to_proto(e: AuditEvent) -> audit_pb2.AuditEvent:
         create_time=timestamp(e.created_at),
         hash=e.hash.hex(),
         previous_hash=e.previous_hash.hex(),
+    )
+
+
+def credential(request: Any) -> Credential:
+    """The typed credential of a PutResourceSecretRequest's payload oneof."""
+    which = request.WhichOneof("payload")
+    if which == "rdp":
+        c = request.rdp
+        return RdpCredential(c.username, c.domain, SecretStr(c.password))
+    if which == "ssh":
+        c = request.ssh
+        return SshCredential(
+            c.username, SecretStr(c.password), SecretStr(c.private_key), SecretStr(c.passphrase)
+        )
+    if which == "vnc":
+        c = request.vnc
+        return VncCredential(c.username, SecretStr(c.password))
+    raise InvalidArgument("a credential is required: set one of rdp, ssh or vnc", reason="missing_field")
+
+
+def secret_info_to_proto(info: SecretInfo) -> secret_pb2.SecretInfo:
+    return secret_pb2.SecretInfo(
+        secret_ref=info.secret_ref,
+        rotation_version=info.rotation_version,
+        key_id=info.key_id,
+        algorithm=info.algorithm,
+        payload_digest=info.payload_digest.hex(),
+        create_time=timestamp(info.created_at),
+        rotate_time=timestamp(info.rotated_at),
+    )
+
+
+def key_status_to_proto(key: KeyStatus) -> admin_pb2.EncryptionKey:
+    return admin_pb2.EncryptionKey(
+        key_id=key.key_id,
+        provider=key.provider,
+        active=key.active,
+        secret_count=key.secret_count,
+        create_time=timestamp(key.created_at),
+        retire_time=timestamp(key.retired_at),
     )

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from rap.v1 import resolver_pb2_grpc, secret_pb2_grpc, session_pb2_grpc, worker_pb2_grpc
-from rap_control.api.planned import DATA_PLANE, SECRET_STORE, SESSIONS_AND_WORKERS, planned
-
-
-class SecretServicer(secret_pb2_grpc.SecretServiceServicer):
-    SERVICE_NAME = "rap.v1.SecretService"
-
-    PutResourceSecret = planned(SECRET_STORE)
-    GetResourceSecret = planned(SECRET_STORE)
-    DeleteResourceSecret = planned(SECRET_STORE)
+from rap.v1 import resolver_pb2_grpc, session_pb2_grpc, worker_pb2_grpc
+from rap_control.api.planned import DATA_PLANE, SESSIONS_AND_WORKERS, planned
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):

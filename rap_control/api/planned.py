@@ -13,7 +13,6 @@ from typing import Any
 
 from rap_common.errors import NotImplementedYet
 
-SECRET_STORE = "the encrypted secret store"
 SESSIONS_AND_WORKERS = "workers, sessions and the secret resolver"
 DATA_PLANE = "the data plane"
 

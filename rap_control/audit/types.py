@@ -37,6 +37,7 @@ class EventType(StrEnum):
     WORKER_CERTIFICATE_RENEWED = "worker_certificate_renewed"
     WORKER_REVOKED = "worker_revoked"
     ENCRYPTION_KEY_ROTATED = "encryption_key_rotated"
+    ENCRYPTION_KEY_RETIRED = "encryption_key_retired"
     SECRETS_REWRAPPED = "secrets_rewrapped"
     SIGNING_KEY_ROTATED = "signing_key_rotated"
 

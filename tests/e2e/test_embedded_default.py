@@ -8,6 +8,7 @@ refuses to start on it, without TLS, or on a schema that is not current.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -40,9 +41,21 @@ def _free_port() -> int:
 
 
 def _env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "APP_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "APP_ENV") and not k.startswith(("SECRET_", "PKCS11_"))
+    }
     env.update(overrides)
     return env
+
+
+def _prod_env(**overrides: str) -> dict[str, str]:
+    """Production with valid key material, so that the check under test is the one that speaks."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    return _env(
+        APP_ENV="production", SECRET_ENCRYPTION_KEY_B64=key, SECRET_ENCRYPTION_KEY_ID="e2e-kek", **overrides
+    )
 
 
 @pytest.fixture
@@ -137,14 +150,14 @@ def _refusal(env: dict[str, str]) -> str:
 
 
 def test_production_refuses_the_embedded_database(data_dir: Path) -> None:
-    stderr = _refusal(_env(APP_ENV="production", RAP_DATA_DIR=str(data_dir)))
+    stderr = _refusal(_prod_env(RAP_DATA_DIR=str(data_dir)))
     assert "DATABASE_URL" in stderr
     assert "embedded" in stderr
     assert not (data_dir / "postgres").exists(), "nothing was started"
 
 
 def test_production_refuses_to_serve_without_tls(database_url: str) -> None:
-    stderr = _refusal(_env(APP_ENV="production", DATABASE_URL=database_url))
+    stderr = _refusal(_prod_env(DATABASE_URL=database_url))
     assert "RAP_TLS_CERT_FILE" in stderr
 
 
@@ -158,8 +171,7 @@ def test_production_refuses_a_schema_that_is_not_current(postgres_url: str, tmp_
             cur.execute(f"CREATE DATABASE {name}")
         url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
         tls = make_server_tls(tmp_path)
-        env = _env(
-            APP_ENV="production",
+        env = _prod_env(
             DATABASE_URL=url,
             RAP_TLS_CERT_FILE=str(tls.cert_file),
             RAP_TLS_KEY_FILE=str(tls.key_file),

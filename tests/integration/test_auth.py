@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rap.v1 import admin_pb2, resource_pb2, resource_pb2_grpc
 from rap_control.api.interceptor import RapServerInterceptor
 from rap_control.identity.tokens import new_api_token
+from rap_control.keys.local import LocalKeyProvider
 from tests.conftest import Org
 from tests.support.client import Client, rpc_error, trailer
 from tests.support.server import ServerThread
@@ -152,14 +153,16 @@ async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_detail(
     assert request_id in caplog.text
 
 
-def test_a_database_that_is_down_answers_unavailable(dev_server: ServerThread, org: Org) -> None:
+def test_a_database_that_is_down_answers_unavailable(org: Org, provider: LocalKeyProvider) -> None:
     """A server whose database cannot be reached says UNAVAILABLE, not INTERNAL, and leaks no URL."""
     from rap_control.config import Environment
     from rap_control.db.engine import Database
     from tests.conftest import _settings
 
     dead = Database("postgresql+psycopg2://rap:S3cret-pw@127.0.0.1:1/rap", pool_size=1)
-    server = ServerThread(_settings(Environment.DEVELOPMENT, None, "unused"), dead).start()
+    server = ServerThread(
+        _settings(Environment.DEVELOPMENT, None, "unused"), dead, provider, register=False
+    ).start()
     try:
         with server.channel() as channel:
             error = rpc_error(_list, channel, (("authorization", f"Bearer {org.admin_token}"),))

@@ -129,7 +129,7 @@ def test_a_pem_private_key_value_is_refused_under_any_key(
 
 
 # NUL is refused for every resource (PostgreSQL cannot store it): see test_resource_validation.
-TEXT = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=20)
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
 
 
 @PROPERTY

@@ -15,14 +15,17 @@ import grpc
 
 from rap_control.config import Settings
 from rap_control.db.engine import Database
-from rap_control.server import build_server
+from rap_control.keys.provider import KeyProvider
+from rap_control.server import build_server, register_keys
 
 
 @dataclass
 class ServerThread:
     settings: Settings
     db: Database
+    provider: KeyProvider
     ca_pem: bytes | None = None
+    register: bool = True
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
@@ -53,7 +56,9 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server, self.port = await build_server(self.settings, self.db)
+        if self.register:
+            await register_keys(self.db, self.provider)
+        server, self.port = await build_server(self.settings, self.db, self.provider)
         await server.start()
         self._ready.set()
         await self._stop.wait()

@@ -7,6 +7,7 @@ import pytest
 from rap_control.config import ConfigError, Settings
 
 CANARY = "S3cret-canary-9931"
+KEY = {"SECRET_ENCRYPTION_KEY_B64": "A" * 43 + "=", "SECRET_ENCRYPTION_KEY_ID": "kek-1"}
 
 
 @pytest.mark.parametrize(
@@ -19,8 +20,12 @@ CANARY = "S3cret-canary-9931"
         ({"RAP_LISTEN_ADDRESS": "example.org:50051"}, "RAP_LISTEN_ADDRESS"),
         ({"RAP_TLS_CERT_FILE": f"/nonexistent/{CANARY}.pem"}, "RAP_TLS_CERT_FILE"),
         ({"RAP_DB_POOL_SIZE": "lots"}, "RAP_DB_POOL_SIZE"),
-        ({"APP_ENV": "production"}, "DATABASE_URL"),
-        ({"APP_ENV": "production", "DATABASE_URL": f"postgresql://u:{CANARY}@h/db"}, "RAP_TLS_CERT_FILE"),
+        ({"APP_ENV": "production"}, "key material"),
+        ({"APP_ENV": "production", **KEY}, "DATABASE_URL"),
+        (
+            {"APP_ENV": "production", **KEY, "DATABASE_URL": f"postgresql://u:{CANARY}@h/db"},
+            "RAP_TLS_CERT_FILE",
+        ),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_hides_the_value(env: dict[str, str], names: str) -> None:

@@ -1,0 +1,163 @@
+"""All SQL of resource secrets."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from rap_control.db import models as m
+from rap_control.secrets.envelope import ALGORITHM, Binding, Sealed
+from rap_control.secrets.payload import PAYLOAD_VERSION
+from rap_control.secrets.types import SecretInfo
+
+
+def to_info(row: m.ResourceSecret) -> SecretInfo:
+    return SecretInfo(
+        id=row.id,
+        organization_id=row.organization_id,
+        resource_id=row.resource_id,
+        secret_ref=row.secret_ref,
+        name=row.name,
+        rotation_version=row.rotation_version,
+        key_id=row.key_id,
+        algorithm=row.algorithm,
+        payload_digest=row.payload_sha256,
+        created_at=row.created_at,
+        rotated_at=row.rotated_at,
+    )
+
+
+def binding_of(row: m.ResourceSecret) -> Binding:
+    return Binding(row.secret_ref, row.organization_id, row.resource_id, row.rotation_version)
+
+
+def sealed_of(row: m.ResourceSecret) -> Sealed:
+    return Sealed(row.key_id, row.wrapped_dek, row.nonce, row.ciphertext, row.payload_sha256)
+
+
+class SecretRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def live_for_resource(
+        self, organization_id: uuid.UUID, resource_id: uuid.UUID, *, lock: bool = False
+    ) -> m.ResourceSecret | None:
+        query = select(m.ResourceSecret).where(
+            m.ResourceSecret.organization_id == organization_id,
+            m.ResourceSecret.resource_id == resource_id,
+            m.ResourceSecret.deleted_at.is_(None),
+        )
+        return self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+
+    def by_ref(self, secret_ref: str, *, lock: bool = False) -> m.ResourceSecret | None:
+        """The row of ``secret_ref``, deleted or not."""
+        query = select(m.ResourceSecret).where(m.ResourceSecret.secret_ref == secret_ref)
+        return self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+
+    def insert(self, binding: Binding, name: str, sealed: Sealed) -> m.ResourceSecret:
+        row_id = uuid.uuid4()
+        self._s.execute(
+            insert(m.ResourceSecret).values(
+                id=row_id,
+                organization_id=binding.organization_id,
+                resource_id=binding.resource_id,
+                secret_ref=binding.secret_ref,
+                name=name,
+                rotation_version=binding.rotation_version,
+                payload_version=PAYLOAD_VERSION,
+                algorithm=ALGORITHM,
+                key_id=sealed.key_id,
+                wrapped_dek=sealed.wrapped_dek,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                payload_sha256=sealed.payload_sha256,
+            )
+        )
+        row = self._s.get(m.ResourceSecret, row_id)
+        assert row is not None
+        return row
+
+    def rotate(self, row: m.ResourceSecret, binding: Binding, sealed: Sealed) -> m.ResourceSecret:
+        """Replace a row's payload (reviving it if deleted) at the binding's rotation version."""
+        self._s.execute(
+            update(m.ResourceSecret)
+            .where(
+                m.ResourceSecret.id == row.id,
+                m.ResourceSecret.rotation_version == binding.rotation_version - 1,
+            )
+            .values(
+                rotation_version=binding.rotation_version,
+                payload_version=PAYLOAD_VERSION,
+                algorithm=ALGORITHM,
+                key_id=sealed.key_id,
+                wrapped_dek=sealed.wrapped_dek,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                payload_sha256=sealed.payload_sha256,
+                rotated_at=func.now(),
+                deleted_at=None,
+            )
+        )
+        self._s.refresh(row)
+        return row
+
+    def shred(self, row: m.ResourceSecret) -> None:
+        """Delete a secret: its crypto columns are overwritten, the row stays for its history."""
+        self._s.execute(
+            update(m.ResourceSecret)
+            .where(m.ResourceSecret.id == row.id)
+            .values(
+                key_id="",
+                wrapped_dek=b"",
+                nonce=b"",
+                ciphertext=b"",
+                payload_sha256=b"",
+                deleted_at=datetime.now(UTC),
+            )
+        )
+
+    # Key rotation
+
+    def count_by_key(self) -> dict[str, int]:
+        rows = self._s.execute(
+            select(m.ResourceSecret.key_id, func.count())
+            .where(m.ResourceSecret.deleted_at.is_(None))
+            .group_by(m.ResourceSecret.key_id)
+        ).all()
+        return {key_id: int(count) for key_id, count in rows}
+
+    def count_needing(self, target_key_id: str) -> int:
+        return int(
+            self._s.scalar(
+                select(func.count())
+                .select_from(m.ResourceSecret)
+                .where(m.ResourceSecret.deleted_at.is_(None), m.ResourceSecret.key_id != target_key_id)
+            )
+            or 0
+        )
+
+    def lock_batch_needing(self, target_key_id: str, limit: int) -> Sequence[m.ResourceSecret]:
+        """Up to ``limit`` live rows not under ``target_key_id``, locked; rows another
+        rewrapper holds are skipped, so concurrent runs share the work."""
+        return self._s.scalars(
+            select(m.ResourceSecret)
+            .where(m.ResourceSecret.deleted_at.is_(None), m.ResourceSecret.key_id != target_key_id)
+            .order_by(m.ResourceSecret.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+
+    def rewrap(
+        self, row_id: uuid.UUID, old_key_id: str, new_key_id: str, wrapped_dek: bytes, digest: bytes
+    ) -> int:
+        """Point a row at its re-wrapped data key; only if it is still under ``old_key_id``."""
+        result = self._s.execute(
+            update(m.ResourceSecret)
+            .where(m.ResourceSecret.id == row_id, m.ResourceSecret.key_id == old_key_id)
+            .values(key_id=new_key_id, wrapped_dek=wrapped_dek, payload_sha256=digest)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
