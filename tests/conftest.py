@@ -9,6 +9,7 @@ own organizations, so they never see each other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -58,9 +59,9 @@ def postgres_url() -> Iterator[str]:
             services.close()
 
 
-@pytest.fixture(scope="session")
-def database_url(postgres_url: str) -> Iterator[str]:
-    """A fresh database for this run, migrated to head; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new database, migrated to head, dropped afterwards."""
     name = f"rap_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(_libpq(postgres_url))
     admin.autocommit = True
@@ -75,6 +76,13 @@ def database_url(postgres_url: str) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_url: str) -> Iterator[str]:
+    """This run's shared database. Tests that switch the active key use their own."""
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import LargeBinary, String, Table, Uuid, column, func, insert, select, update, values
 from sqlalchemy.orm import Session
 
 from rap_control.db import models as m
@@ -31,12 +33,39 @@ def to_info(row: m.ResourceSecret) -> SecretInfo:
     )
 
 
-def binding_of(row: m.ResourceSecret) -> Binding:
+# Core table: rewrap batches bypass the ORM (one read, one UPDATE ... FROM VALUES).
+SECRETS = cast(Table, m.ResourceSecret.__table__)
+
+
+class SealedRow(Protocol):
+    """The columns of a secret row that decryption needs (an ORM object or a Core row)."""
+
+    id: uuid.UUID
+    secret_ref: str
+    organization_id: uuid.UUID
+    resource_id: uuid.UUID
+    rotation_version: int
+    key_id: str
+    wrapped_dek: bytes
+    nonce: bytes
+    ciphertext: bytes
+    payload_sha256: bytes
+
+
+@dataclass(frozen=True)
+class Rewrapped:
+    id: uuid.UUID
+    old_key_id: str
+    wrapped_dek: bytes
+    payload_sha256: bytes
+
+
+def binding_of(row: SealedRow) -> Binding:
     return Binding(row.secret_ref, row.organization_id, row.resource_id, row.rotation_version)
 
 
-def sealed_of(row: m.ResourceSecret) -> Sealed:
-    return Sealed(row.key_id, row.wrapped_dek, row.nonce, row.ciphertext, row.payload_sha256)
+def sealed_of(row: SealedRow) -> Sealed:
+    return Sealed(row.key_id, row.wrapped_dek, row.nonce, row.ciphertext, bytes(row.payload_sha256))
 
 
 class SecretRepository:
@@ -140,24 +169,47 @@ class SecretRepository:
             or 0
         )
 
-    def lock_batch_needing(self, target_key_id: str, limit: int) -> Sequence[m.ResourceSecret]:
+    def lock_batch_needing(self, target_key_id: str, limit: int) -> Sequence[SealedRow]:
         """Up to ``limit`` live rows not under ``target_key_id``, locked; rows another
-        rewrapper holds are skipped, so concurrent runs share the work."""
-        return self._s.scalars(
-            select(m.ResourceSecret)
-            .where(m.ResourceSecret.deleted_at.is_(None), m.ResourceSecret.key_id != target_key_id)
-            .order_by(m.ResourceSecret.id)
+        rewrapper holds are skipped, so concurrent runs share the work. Plain rows,
+        not ORM objects: a batch is read once and written once."""
+        t = SECRETS
+        query = (
+            select(
+                t.c.id,
+                t.c.secret_ref,
+                t.c.organization_id,
+                t.c.resource_id,
+                t.c.rotation_version,
+                t.c.key_id,
+                t.c.wrapped_dek,
+                t.c.nonce,
+                t.c.ciphertext,
+                t.c.payload_sha256,
+            )
+            .where(t.c.deleted_at.is_(None), t.c.key_id != target_key_id)
+            .order_by(t.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
-        ).all()
-
-    def rewrap(
-        self, row_id: uuid.UUID, old_key_id: str, new_key_id: str, wrapped_dek: bytes, digest: bytes
-    ) -> int:
-        """Point a row at its re-wrapped data key; only if it is still under ``old_key_id``."""
-        result = self._s.execute(
-            update(m.ResourceSecret)
-            .where(m.ResourceSecret.id == row_id, m.ResourceSecret.key_id == old_key_id)
-            .values(key_id=new_key_id, wrapped_dek=wrapped_dek, payload_sha256=digest)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return self._s.connection().execute(query).all()
+
+    def rewrap(self, new_key_id: str, rows: Sequence[Rewrapped]) -> int:
+        """Point rows at their re-wrapped data keys in one statement, each only
+        while it is still under its old key; returns how many were changed."""
+        if not rows:
+            return 0
+        t = SECRETS
+        data = values(
+            column("id", Uuid),
+            column("old_key_id", String),
+            column("wrapped", LargeBinary),
+            column("digest", LargeBinary),
+            name="rewrapped",
+        ).data([(r.id, r.old_key_id, r.wrapped_dek, r.payload_sha256) for r in rows])
+        statement = (
+            update(t)
+            .where(t.c.id == data.c.id, t.c.key_id == data.c.old_key_id)
+            .values(key_id=new_key_id, wrapped_dek=data.c.wrapped, payload_sha256=data.c.digest)
+        )
+        return int(self._s.connection().execute(statement).rowcount)

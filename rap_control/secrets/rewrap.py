@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rap_common.errors import InvalidArgument
+from rap_common.errors import InternalError, InvalidArgument
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import Database, UnitOfWork
@@ -24,7 +24,7 @@ from rap_control.keys.provider import KeyProvider, integrity_error
 from rap_control.keys.service import KeyService
 from rap_control.principal import Actor
 from rap_control.secrets import envelope
-from rap_control.secrets.repository import SecretRepository, binding_of, sealed_of
+from rap_control.secrets.repository import Rewrapped, SecretRepository, binding_of, sealed_of
 
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
@@ -78,6 +78,7 @@ class Rewrapper:
         repo = SecretRepository(uow.session)
         rows = repo.lock_batch_needing(target, size)
         from_keys: dict[str, int] = {}
+        done: list[Rewrapped] = []
         for row in rows:
             binding, sealed = binding_of(row), sealed_of(row)
             dek = envelope.unwrap_dek(self._provider, binding, sealed.key_id, sealed.wrapped_dek)
@@ -92,19 +93,22 @@ class Rewrapper:
                 wrapped = self._provider.wrap(target, dek, binding.dek_aad(target))
             finally:
                 dek.wipe()
-            repo.rewrap(row.id, sealed.key_id, target, wrapped, new_digest)
+            done.append(Rewrapped(row.id, sealed.key_id, wrapped, new_digest))
             from_keys[sealed.key_id] = from_keys.get(sealed.key_id, 0) + 1
-        if rows:
+        count = repo.rewrap(target, done)
+        if count != len(done):
+            # The rows are locked by this transaction: a mismatch means something is badly wrong; undo the batch.
+            raise InternalError(f"rewrap changed {count} rows of a locked batch of {len(done)}")
+        if count:
             self._audit.record(
                 uow,
                 actor,
                 EventType.SECRETS_REWRAPPED,
                 target_type="encryption_key",
                 target_id=target,
-                details={"count": len(rows), "from_key_ids": from_keys},
+                details={"count": count, "from_key_ids": from_keys},
             )
-        uow.session.expunge_all()
-        return len(rows)
+        return count
 
 
 class RewrapRun:
