@@ -53,6 +53,9 @@ class Pkcs11KeyProvider:
             raise ConfigError("PKCS11_TOKEN_LABEL names no token (or several) in that module") from None
         try:
             self._session = token.open(user_pin=pin.reveal(), rw=True)
+        except pkcs11.UserAlreadyLoggedIn:
+            # PKCS#11 logins are per process: another session here logged in already.
+            self._session = token.open(rw=True)
         except pkcs11.PinIncorrect:
             raise ConfigError("the PIN in PKCS11_PIN_FILE is not accepted by the token") from None
         except (pkcs11.PinLocked, pkcs11.PinExpired):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
-from sqlalchemy import LargeBinary, String, Table, Uuid, column, func, insert, select, update, values
+from sqlalchemy import LargeBinary, String, Table, Uuid, column, func, insert, select, true, update, values
 from sqlalchemy.orm import Session
 
 from rap_control.db import models as m
@@ -169,7 +169,9 @@ class SecretRepository:
             or 0
         )
 
-    def lock_batch_needing(self, target_key_id: str, limit: int) -> Sequence[SealedRow]:
+    def lock_batch_needing(
+        self, target_key_id: str, limit: int, after: uuid.UUID | None = None
+    ) -> Sequence[SealedRow]:
         """Up to ``limit`` live rows not under ``target_key_id``, locked; rows another
         rewrapper holds are skipped, so concurrent runs share the work. Plain rows,
         not ORM objects: a batch is read once and written once."""
@@ -187,7 +189,13 @@ class SecretRepository:
                 t.c.ciphertext,
                 t.c.payload_sha256,
             )
-            .where(t.c.deleted_at.is_(None), t.c.key_id != target_key_id)
+            .where(
+                t.c.deleted_at.is_(None),
+                t.c.key_id != target_key_id,
+                # Keyset: continue after the last row handled instead of walking past
+                # every row already rewrapped (which would make a run quadratic).
+                t.c.id > after if after is not None else true(),
+            )
             .order_by(t.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -13,6 +13,7 @@ one batch of rows; plaintext data keys are wiped as soon as they are used.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,10 +74,15 @@ class Rewrapper:
         target = self._keys.active_key_id(uow)
         return target, SecretRepository(uow.session).count_needing(target)
 
-    def rewrap_batch(self, uow: UnitOfWork, actor: Actor, target: str, size: int) -> int:
-        """Rewrap up to ``size`` secrets to ``target`` in ``uow``; how many were done."""
+    def rewrap_batch(
+        self, uow: UnitOfWork, actor: Actor, target: str, size: int, after: uuid.UUID | None = None
+    ) -> tuple[int, uuid.UUID | None]:
+        """Rewrap up to ``size`` secrets with ids after ``after`` to ``target`` in ``uow``.
+
+        Returns how many were done and the last id seen (None when none was found).
+        """
         repo = SecretRepository(uow.session)
-        rows = repo.lock_batch_needing(target, size)
+        rows = repo.lock_batch_needing(target, size, after)
         from_keys: dict[str, int] = {}
         done: list[Rewrapped] = []
         for row in rows:
@@ -108,7 +114,7 @@ class Rewrapper:
                 target_id=target,
                 details={"count": count, "from_key_ids": from_keys},
             )
-        return count
+        return count, (rows[-1].id if rows else None)
 
 
 class RewrapRun:
@@ -122,15 +128,24 @@ class RewrapRun:
         self._target = ""
         self._done = 0
         self._total = 0
+        self._after: uuid.UUID | None = None
 
     def start(self, uow: UnitOfWork) -> RewrapProgress:
         self._target, self._total = self._r.plan(uow)
         return RewrapProgress(0, self._total, self._total, self._target)
 
     def next_batch(self, uow: UnitOfWork) -> RewrapProgress | None:
-        """Rewrap one batch; None when nothing is left."""
-        count = self._r.rewrap_batch(uow, self._actor, self._target, self._size)
-        if count == 0:
-            return None
+        """Rewrap one batch; None when nothing is left.
+
+        Walks the ids in order; at the end it starts over once from the
+        beginning, for rows skipped while another rewrapper held them.
+        """
+        count, last = self._r.rewrap_batch(uow, self._actor, self._target, self._size, self._after)
+        if last is None:
+            if self._after is None:
+                return None
+            self._after = None
+            return self.next_batch(uow)
+        self._after = last
         self._done += count
         return RewrapProgress(self._done, max(self._total - self._done, 0), self._total, self._target)
