@@ -28,8 +28,7 @@ class SecretBytes:
 
     def wipe(self) -> None:
         """Overwrite the held buffer with zeros (copies made by reveal() are not reached)."""
-        for i in range(len(self._value)):
-            self._value[i] = 0
+        self._value[:] = bytes(len(self._value))  # in place, in C
         self._value = bytearray()
 
     def __len__(self) -> int:

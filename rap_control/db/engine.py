@@ -56,7 +56,10 @@ class Database:
             url,
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip per unit of work. A connection that
+            # died answers its one call with UNAVAILABLE (see transaction()), and
+            # SQLAlchemy then invalidates the pool so the next call reconnects.
+            pool_recycle=1800,
             pool_timeout=10,
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
