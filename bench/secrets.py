@@ -157,7 +157,7 @@ def bare_batched_update(url: str, batch: int = 1000) -> float:
                 cur.mogrify("(%s::uuid, %s, %s)", (i, os.urandom(60), os.urandom(32))).decode() for i in chunk
             )
             cur.execute(
-                "UPDATE resource_secrets t SET key_id = 'kek-c', wrapped_dek = v.w, payload_sha256 = v.d "  # noqa: S608
+                "UPDATE resource_secrets t SET key_id = 'kek-c', wrapped_dek = v.w, payload_sha256 = v.d "
                 f"FROM (VALUES {args}) AS v(id, w, d) WHERE t.id = v.id"
             )
         conn.commit()

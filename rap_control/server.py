@@ -34,6 +34,7 @@ from rap.v1 import (
 )
 from rap_control.api.admin import AdminServicer
 from rap_control.api.audit import AuditServicer
+from rap_control.api.calls import Calls
 from rap_control.api.interceptor import RapServerInterceptor
 from rap_control.api.keys import KeyRpcs
 from rap_control.api.later import SecretResolverServicer, SessionServicer, WorkerServicer
@@ -46,7 +47,7 @@ from rap_control.identity.service import IdentityService
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
 from rap_control.policy.guard import ProductionGuard
-from rap_control.principal import Actor, Principal
+from rap_control.principal import Actor
 from rap_control.resources.service import ResourceService
 from rap_control.secrets.rewrap import Rewrapper
 from rap_control.secrets.service import SecretStore
@@ -88,20 +89,18 @@ async def build_server(
     resources = ResourceService(audit, ProductionGuard(production=settings.production))
     keys = KeyService(audit, provider)
     store = SecretStore(audit, provider, keys)
-    key_rpcs = KeyRpcs(db, keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id)
-
-    async def authenticate(token: str) -> Principal:
-        return await db.run(lambda uow: identity.authenticate(uow, token))
+    calls = Calls(db, identity)
+    key_rpcs = KeyRpcs(calls, keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id)
 
     server = grpc.aio.server(
-        interceptors=[RapServerInterceptor(authenticate)],
+        interceptors=[RapServerInterceptor()],
         # Two replicas on one host must never share a port by accident.
         options=[("grpc.so_reuseport", 0)],
     )
-    resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(db, resources), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(db, identity, key_rpcs), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(db, audit), server)
-    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(db, store), server)
+    resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, resources), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(calls, identity, key_rpcs), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(calls, audit), server)
+    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(calls, store), server)
     session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
     resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)

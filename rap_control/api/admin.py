@@ -7,10 +7,9 @@ from typing import Any
 
 from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_control.api import convert
-from rap_control.api.context import current_call
+from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
 from rap_control.api.planned import DATA_PLANE, SESSIONS_AND_WORKERS, planned
-from rap_control.db.engine import Database
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
 from rap_control.ids import parse_id, require_id
@@ -20,57 +19,51 @@ from rap_control.paging import page_request
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SERVICE_NAME = "rap.v1.AdminService"
 
-    def __init__(self, db: Database, identity: IdentityService, keys: KeyRpcs) -> None:
-        self._db = db
+    def __init__(self, calls: Calls, identity: IdentityService, keys: KeyRpcs) -> None:
+        self._calls = calls
         self._identity = identity
         self._keys = keys
 
     async def GetOrganization(self, request: Any, context: Any) -> admin_pb2.GetOrganizationResponse:
-        call = current_call()
         org_id = parse_id(request.id, "id", required=False)
-        org = await self._db.run(lambda uow: self._identity.get_organization(uow, call, org_id))
+        org = await self._calls.run(lambda uow, call: self._identity.get_organization(uow, call, org_id))
         return admin_pb2.GetOrganizationResponse(organization=convert.organization_to_proto(org))
 
     async def CreateUser(self, request: Any, context: Any) -> admin_pb2.CreateUserResponse:
-        call = current_call()
         role = convert.role(request.role, required=True)
         assert role is not None
-        user = await self._db.run(
-            lambda uow: self._identity.create_user(uow, call, request.email, request.display_name, role)
+        user = await self._calls.run(
+            lambda uow, call: self._identity.create_user(uow, call, request.email, request.display_name, role)
         )
         return admin_pb2.CreateUserResponse(user=convert.user_to_proto(user))
 
     async def GetUser(self, request: Any, context: Any) -> admin_pb2.GetUserResponse:
-        call = current_call()
         user_id = require_id(request.id, "id")
-        user = await self._db.run(lambda uow: self._identity.get_user(uow, call, user_id))
+        user = await self._calls.run(lambda uow, call: self._identity.get_user(uow, call, user_id))
         return admin_pb2.GetUserResponse(user=convert.user_to_proto(user))
 
     async def ListUsers(self, request: Any, context: Any) -> admin_pb2.ListUsersResponse:
-        call = current_call()
         page = page_request(request.page_size, request.page_token)
-        rows, next_key = await self._db.run(lambda uow: self._identity.list_users(uow, call, page))
+        rows, next_key = await self._calls.run(lambda uow, call: self._identity.list_users(uow, call, page))
         return admin_pb2.ListUsersResponse(
             users=[convert.user_to_proto(u) for u in rows], next_page_token=convert.next_page_token(next_key)
         )
 
     async def UpdateUser(self, request: Any, context: Any) -> admin_pb2.UpdateUserResponse:
-        call = current_call()
         user_id = require_id(request.id, "id")
         patch = UserPatch(
             role=convert.role(request.role, required=False),
             disabled=request.disabled if request.HasField("disabled") else None,
             display_name=request.display_name or None,
         )
-        user = await self._db.run(lambda uow: self._identity.update_user(uow, call, user_id, patch))
+        user = await self._calls.run(lambda uow, call: self._identity.update_user(uow, call, user_id, patch))
         return admin_pb2.UpdateUserResponse(user=convert.user_to_proto(user))
 
     async def CreateApiToken(self, request: Any, context: Any) -> admin_pb2.CreateApiTokenResponse:
-        call = current_call()
         user_id = parse_id(request.user_id, "user_id", required=False)
         expires_at = convert.from_timestamp(request, "expire_time")
-        issued = await self._db.run(
-            lambda uow: self._identity.create_token(uow, call, user_id, request.name, expires_at)
+        issued = await self._calls.run(
+            lambda uow, call: self._identity.create_token(uow, call, user_id, request.name, expires_at)
         )
         # The one place the token is revealed: the response to its owner.
         return admin_pb2.CreateApiTokenResponse(
@@ -78,19 +71,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
 
     async def ListApiTokens(self, request: Any, context: Any) -> admin_pb2.ListApiTokensResponse:
-        call = current_call()
         user_id = parse_id(request.user_id, "user_id", required=False)
         page = page_request(request.page_size, request.page_token)
-        rows, next_key = await self._db.run(lambda uow: self._identity.list_tokens(uow, call, user_id, page))
+        rows, next_key = await self._calls.run(
+            lambda uow, call: self._identity.list_tokens(uow, call, user_id, page)
+        )
         return admin_pb2.ListApiTokensResponse(
             api_tokens=[convert.api_token_to_proto(t) for t in rows],
             next_page_token=convert.next_page_token(next_key),
         )
 
     async def RevokeApiToken(self, request: Any, context: Any) -> admin_pb2.RevokeApiTokenResponse:
-        call = current_call()
         token_id = require_id(request.id, "id")
-        token = await self._db.run(lambda uow: self._identity.revoke_token(uow, call, token_id))
+        token = await self._calls.run(lambda uow, call: self._identity.revoke_token(uow, call, token_id))
         return admin_pb2.RevokeApiTokenResponse(api_token=convert.api_token_to_proto(token))
 
     CreateWorkerEnrollmentToken = planned(SESSIONS_AND_WORKERS)

@@ -1,7 +1,9 @@
 """The per-call context the interceptor establishes for servicers.
 
-The interceptor sets it in the task that runs the handler, so servicers
-read it with :func:`current_call` and never parse metadata themselves.
+The interceptor keeps the call's bearer token and request id in context
+variables of the task that runs the handler; servicers never parse
+metadata themselves. Authentication happens inside each RPC's unit of work
+(see :mod:`rap_control.api.calls`), so an RPC is one transaction.
 """
 
 from __future__ import annotations
@@ -9,23 +11,22 @@ from __future__ import annotations
 import contextvars
 
 from rap_common.errors import Unauthenticated
-from rap_control.principal import CallContext
 
-_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("rap_call", default=None)
+_token: contextvars.ContextVar[str | None] = contextvars.ContextVar("rap_bearer_token", default=None)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("rap_request_id", default="")
 
 
-def set_call(call: CallContext | None, request_id: str) -> None:
-    _call.set(call)
+def set_call(token: str | None, request_id: str) -> None:
+    _token.set(token)
     _request_id.set(request_id)
 
 
-def current_call() -> CallContext:
-    """The authenticated call; UNAUTHENTICATED if the method was not authenticated."""
-    call = _call.get()
-    if call is None:
+def current_token() -> str:
+    """The bearer token of this call; UNAUTHENTICATED if the method took none."""
+    token = _token.get()
+    if token is None:
         raise Unauthenticated("this method needs a bearer token", reason="missing_token")
-    return call
+    return token
 
 
 def current_request_id() -> str:

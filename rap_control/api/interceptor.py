@@ -4,9 +4,10 @@ For every call it
 
 * takes the caller's ``x-request-id`` if it is well formed, or makes one,
   and returns it in the trailing metadata;
-* authenticates ``authorization: Bearer <api token>`` for user-facing
-  services (health, reflection and the worker-facing services are exempt:
-  the latter authenticate by client certificate);
+* takes ``authorization: Bearer <api token>`` for user-facing services
+  (health, reflection and the worker-facing services are exempt: the
+  latter authenticate by client certificate) and keeps it for the call;
+  the token is checked inside the RPC's own unit of work (api/calls.py);
 * maps a :class:`RapError` to its status, with its ``reason`` in the
   trailing metadata as ``rap-reason``; any other exception becomes INTERNAL
   with the request id, its traceback going to the server log only.
@@ -25,7 +26,6 @@ import grpc
 
 from rap_common.errors import RapError, Unauthenticated
 from rap_control.api.context import set_call
-from rap_control.principal import CallContext, Principal
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ UNAUTHENTICATED_SERVICES = frozenset(
         "rap.v1.SecretResolver",
     }
 )
-
-Authenticate = Callable[[str], Awaitable[Principal]]
 
 
 def _service_of(method: str) -> str:
@@ -78,9 +76,6 @@ if TYPE_CHECKING:  # the stubs' generics do not exist at run time
 class RapServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler; see the module docstring."""
 
-    def __init__(self, authenticate: Authenticate) -> None:
-        self._authenticate = authenticate
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -89,7 +84,7 @@ class RapServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         handler = await continuation(details)
         if handler is None:
             return None
-        call = _Call(self._authenticate, details)
+        call = _Call(details)
         if handler.unary_unary or handler.stream_unary:
             unary: Behavior = handler.unary_unary or handler.stream_unary  # type: ignore[assignment]
             factory = (
@@ -116,8 +111,7 @@ class RapServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
 class _Call:
     """One call's request id, authentication and error mapping."""
 
-    def __init__(self, authenticate: Authenticate, details: grpc.HandlerCallDetails) -> None:
-        self._authenticate = authenticate
+    def __init__(self, details: grpc.HandlerCallDetails) -> None:
         self.method: str = details.method
         self._metadata = tuple(details.invocation_metadata or ())
         incoming = next((v for k, v in self._metadata if k == REQUEST_ID_HEADER), "")
@@ -128,11 +122,7 @@ class _Call:
 
     async def begin(self, context: Context) -> None:
         context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
-        call = None
-        if self._needs_auth:
-            principal = await self._authenticate(_bearer(self._metadata))
-            call = CallContext(principal=principal, request_id=self.request_id)
-        set_call(call, self.request_id)
+        set_call(_bearer(self._metadata) if self._needs_auth else None, self.request_id)
 
     async def fail(self, context: Context, exc: Exception) -> NoReturn:
         rid = self.request_id

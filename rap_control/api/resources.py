@@ -7,8 +7,7 @@ from typing import Any
 from rap.v1 import resource_pb2, resource_pb2_grpc
 from rap_common.errors import InvalidArgument
 from rap_control.api import convert
-from rap_control.api.context import current_call
-from rap_control.db.engine import Database
+from rap_control.api.calls import Calls
 from rap_control.ids import parse_id, require_id
 from rap_control.paging import page_request
 from rap_control.resources.service import ResourceService
@@ -46,12 +45,11 @@ def _patch(resource: resource_pb2.Resource, paths: list[str]) -> ResourcePatch:
 class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     SERVICE_NAME = "rap.v1.ResourceService"
 
-    def __init__(self, db: Database, service: ResourceService) -> None:
-        self._db = db
+    def __init__(self, calls: Calls, service: ResourceService) -> None:
+        self._calls = calls
         self._service = service
 
     async def CreateResource(self, request: Any, context: Any) -> resource_pb2.CreateResourceResponse:
-        call = current_call()
         if not request.HasField("resource"):
             raise InvalidArgument("resource is required", reason="missing_field")
         r = request.resource
@@ -65,36 +63,34 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             metadata=convert.struct_to_dict(r.metadata),
         )
         resource_id = parse_id(request.resource_id, "resource_id", required=False)
-        created = await self._db.run(lambda uow: self._service.create(uow, call, spec, resource_id))
+        created = await self._calls.run(lambda uow, call: self._service.create(uow, call, spec, resource_id))
         return resource_pb2.CreateResourceResponse(resource=convert.resource_to_proto(created))
 
     async def GetResource(self, request: Any, context: Any) -> resource_pb2.GetResourceResponse:
-        call = current_call()
         resource_id = require_id(request.id, "id")
-        found = await self._db.run(lambda uow: self._service.get(uow, call, resource_id))
+        found = await self._calls.run(lambda uow, call: self._service.get(uow, call, resource_id))
         return resource_pb2.GetResourceResponse(resource=convert.resource_to_proto(found))
 
     async def ListResources(self, request: Any, context: Any) -> resource_pb2.ListResourcesResponse:
-        call = current_call()
         page = page_request(request.page_size, request.page_token)
         protocol = convert.protocol(request.protocol, "protocol", required=False)
-        rows, next_key = await self._db.run(lambda uow: self._service.list(uow, call, page, protocol))
+        rows, next_key = await self._calls.run(
+            lambda uow, call: self._service.list(uow, call, page, protocol)
+        )
         return resource_pb2.ListResourcesResponse(
             resources=[convert.resource_to_proto(r) for r in rows],
             next_page_token=convert.next_page_token(next_key),
         )
 
     async def UpdateResource(self, request: Any, context: Any) -> resource_pb2.UpdateResourceResponse:
-        call = current_call()
         if not request.HasField("resource"):
             raise InvalidArgument("resource is required", reason="missing_field")
         resource_id = require_id(request.resource.id, "resource.id")
         patch = _patch(request.resource, list(request.update_mask.paths))
-        updated = await self._db.run(lambda uow: self._service.update(uow, call, resource_id, patch))
+        updated = await self._calls.run(lambda uow, call: self._service.update(uow, call, resource_id, patch))
         return resource_pb2.UpdateResourceResponse(resource=convert.resource_to_proto(updated))
 
     async def DeleteResource(self, request: Any, context: Any) -> resource_pb2.DeleteResourceResponse:
-        call = current_call()
         resource_id = require_id(request.id, "id")
-        await self._db.run(lambda uow: self._service.delete(uow, call, resource_id))
+        await self._calls.run(lambda uow, call: self._service.delete(uow, call, resource_id))
         return resource_pb2.DeleteResourceResponse()

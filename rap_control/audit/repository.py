@@ -40,24 +40,26 @@ class AuditRepository:
     def lock_head(self, chain_id: str) -> tuple[int, bytes]:
         """Lock the chain's head row (creating it) and return (last sequence, last hash).
 
-        The lock is held until the transaction ends, so the next append of
-        the same chain waits, and appends of other chains do not.
+        One statement: an upsert whose no-op update takes the row lock and
+        returns the head. The lock is held until the transaction ends, so the
+        next append of the same chain waits, and appends of other chains do not.
         """
-        self._s.execute(
-            pg_insert(m.AuditChainHead)
+        heads = m.core(m.AuditChainHead)
+        statement = (
+            pg_insert(heads)
             .values(chain_id=chain_id, last_sequence=0, last_hash=GENESIS_HASH)
-            .on_conflict_do_nothing(index_elements=["chain_id"])
+            .on_conflict_do_update(index_elements=["chain_id"], set_={"chain_id": chain_id})
+            .returning(heads.c.last_sequence, heads.c.last_hash)
         )
-        head = self._s.execute(
-            select(m.AuditChainHead.last_sequence, m.AuditChainHead.last_hash)
-            .where(m.AuditChainHead.chain_id == chain_id)
-            .with_for_update()
-        ).one()
+        head = self._s.connection().execute(statement).one()
         return head.last_sequence, head.last_hash
 
     def append(self, event: AuditEvent) -> None:
-        self._s.execute(
-            insert(m.AuditEvent).values(
+        """Insert the event and advance the chain head, in one statement."""
+        events, heads = m.core(m.AuditEvent), m.core(m.AuditChainHead)
+        inserted = (
+            insert(events)
+            .values(
                 id=event.id,
                 chain_id=event.chain_id,
                 sequence=event.sequence,
@@ -73,12 +75,15 @@ class AuditRepository:
                 previous_hash=event.previous_hash,
                 hash=event.hash,
             )
+            .cte("inserted")
         )
-        self._s.execute(
-            update(m.AuditChainHead)
-            .where(m.AuditChainHead.chain_id == event.chain_id)
+        advance = (
+            update(heads)
+            .where(heads.c.chain_id == event.chain_id)
             .values(last_sequence=event.sequence, last_hash=event.hash)
+            .add_cte(inserted)
         )
+        self._s.connection().execute(advance)
 
     def head(self, chain_id: str) -> tuple[int, bytes] | None:
         row = self._s.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -51,6 +52,11 @@ class Base(DeclarativeBase):
         Json: JSONB,
         bytes: LargeBinary,
     }
+
+
+def core(model: type[Base]) -> Table:
+    """The Core table of a model, for hot paths that skip the ORM."""
+    return cast(Table, model.__table__)
 
 
 def _now() -> Any:

@@ -53,8 +53,7 @@ class IdentityRepository:
     def insert_organization(self, name: str) -> Organization:
         org_id = uuid.uuid4()
         try:
-            with self._s.begin_nested():
-                self._s.execute(insert(m.Organization).values(id=org_id, name=name))
+            self._s.execute(insert(m.Organization).values(id=org_id, name=name))
         except IntegrityError:
             raise AlreadyExists(f"an organization named {name!r} exists already") from None
         return self.get_organization(org_id)
@@ -70,16 +69,15 @@ class IdentityRepository:
     def insert_user(self, organization_id: uuid.UUID, email: str, display_name: str, role: Role) -> User:
         user_id = uuid.uuid4()
         try:
-            with self._s.begin_nested():
-                self._s.execute(
-                    insert(m.User).values(
-                        id=user_id,
-                        organization_id=organization_id,
-                        email=email,
-                        display_name=display_name,
-                        role=role.value,
-                    )
+            self._s.execute(
+                insert(m.User).values(
+                    id=user_id,
+                    organization_id=organization_id,
+                    email=email,
+                    display_name=display_name,
+                    role=role.value,
                 )
+            )
         except IntegrityError:
             raise AlreadyExists(f"a user with email {email!r} exists already in this organization") from None
         return self.get_user(organization_id, user_id)

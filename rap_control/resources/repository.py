@@ -41,26 +41,28 @@ def _unique_violation(exc: IntegrityError, name: str) -> AlreadyExists | None:
 
 
 class ResourceRepository:
+    """Unique violations surface as AlreadyExists; no savepoint is taken, since the
+    error ends the unit of work anyway (and a savepoint costs two round trips)."""
+
     def __init__(self, session: Session) -> None:
         self._s = session
 
     def insert(self, organization_id: uuid.UUID, resource_id: uuid.UUID, spec: ResourceSpec) -> Resource:
         now = datetime.now(UTC)
         try:
-            with self._s.begin_nested():
-                self._s.execute(
-                    insert(m.Resource).values(
-                        id=resource_id,
-                        organization_id=organization_id,
-                        name=spec.name,
-                        protocol=spec.protocol.value,
-                        address=spec.address,
-                        secret_ref=spec.secret_ref,
-                        metadata_=spec.metadata,
-                        created_at=now,
-                        updated_at=now,
-                    )
+            self._s.execute(
+                insert(m.Resource).values(
+                    id=resource_id,
+                    organization_id=organization_id,
+                    name=spec.name,
+                    protocol=spec.protocol.value,
+                    address=spec.address,
+                    secret_ref=spec.secret_ref,
+                    metadata_=spec.metadata,
+                    created_at=now,
+                    updated_at=now,
                 )
+            )
         except IntegrityError as exc:
             mapped = _unique_violation(exc, spec.name)
             if mapped is None:
@@ -108,18 +110,19 @@ class ResourceRepository:
     def update(self, resource: Resource, values: dict[str, Any]) -> Resource:
         """Write ``values`` (model attribute names) onto a resource read under lock."""
         try:
-            with self._s.begin_nested():
-                self._s.execute(
-                    update(m.Resource)
-                    .where(m.Resource.id == resource.id, m.Resource.deleted_at.is_(None))
-                    .values(**values, updated_at=datetime.now(UTC))
-                )
+            row = self._s.scalars(
+                update(m.Resource)
+                .where(m.Resource.id == resource.id, m.Resource.deleted_at.is_(None))
+                .values(**values, updated_at=datetime.now(UTC))
+                .returning(m.Resource),
+                execution_options={"synchronize_session": False, "populate_existing": True},
+            ).one()
         except IntegrityError as exc:
             mapped = _unique_violation(exc, str(values.get("name", resource.name)))
             if mapped is None:
                 raise
             raise mapped from None
-        return self.get(resource.organization_id, resource.id)
+        return _to_resource(row)
 
     def soft_delete(self, resource: Resource) -> None:
         self._s.execute(

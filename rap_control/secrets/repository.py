@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import Protocol
 
 from psycopg2.extras import execute_values
-from sqlalchemy import Table, func, insert, select, true, update
+from sqlalchemy import and_, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from rap_control.db import models as m
@@ -35,7 +35,7 @@ def to_info(row: m.ResourceSecret) -> SecretInfo:
 
 
 # Core table: rewrap batches bypass the ORM (one read, one UPDATE ... FROM VALUES).
-SECRETS = cast(Table, m.ResourceSecret.__table__)
+SECRETS = m.core(m.ResourceSecret)
 
 
 class SealedRow(Protocol):
@@ -83,16 +83,34 @@ class SecretRepository:
         )
         return self._s.scalars(query.with_for_update() if lock else query).one_or_none()
 
-    def by_ref(self, secret_ref: str, *, lock: bool = False) -> m.ResourceSecret | None:
-        """The row of ``secret_ref``, deleted or not."""
-        query = select(m.ResourceSecret).where(m.ResourceSecret.secret_ref == secret_ref)
-        return self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+    def lock_for_put(
+        self, organization_id: uuid.UUID, resource_id: uuid.UUID, secret_ref: str
+    ) -> tuple[m.ResourceSecret | None, m.ResourceSecret | None]:
+        """In one locked read: the resource's live secret, and the row of ``secret_ref``
+        (deleted or not); often the same row."""
+        rows = self._s.scalars(
+            select(m.ResourceSecret)
+            .where(
+                or_(
+                    m.ResourceSecret.secret_ref == secret_ref,
+                    and_(
+                        m.ResourceSecret.organization_id == organization_id,
+                        m.ResourceSecret.resource_id == resource_id,
+                        m.ResourceSecret.deleted_at.is_(None),
+                    ),
+                )
+            )
+            .with_for_update()
+        ).all()
+        live = next((r for r in rows if r.resource_id == resource_id and r.deleted_at is None), None)
+        by_ref = next((r for r in rows if r.secret_ref == secret_ref), None)
+        return live, by_ref
 
     def insert(self, binding: Binding, name: str, sealed: Sealed) -> m.ResourceSecret:
-        row_id = uuid.uuid4()
-        self._s.execute(
-            insert(m.ResourceSecret).values(
-                id=row_id,
+        return self._s.scalars(
+            insert(m.ResourceSecret)
+            .values(
+                id=uuid.uuid4(),
                 organization_id=binding.organization_id,
                 resource_id=binding.resource_id,
                 secret_ref=binding.secret_ref,
@@ -106,14 +124,12 @@ class SecretRepository:
                 ciphertext=sealed.ciphertext,
                 payload_sha256=sealed.payload_sha256,
             )
-        )
-        row = self._s.get(m.ResourceSecret, row_id)
-        assert row is not None
-        return row
+            .returning(m.ResourceSecret)
+        ).one()
 
     def rotate(self, row: m.ResourceSecret, binding: Binding, sealed: Sealed) -> m.ResourceSecret:
         """Replace a row's payload (reviving it if deleted) at the binding's rotation version."""
-        self._s.execute(
+        return self._s.scalars(
             update(m.ResourceSecret)
             .where(
                 m.ResourceSecret.id == row.id,
@@ -131,9 +147,9 @@ class SecretRepository:
                 rotated_at=func.now(),
                 deleted_at=None,
             )
-        )
-        self._s.refresh(row)
-        return row
+            .returning(m.ResourceSecret),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        ).one()
 
     def shred(self, row: m.ResourceSecret) -> None:
         """Delete a secret: its crypto columns are overwritten, the row stays for its history."""

@@ -42,14 +42,13 @@ class SecretStore:
         resource = resources.get(ctx.organization_id, resource_id, lock=True)
         ref = SecretRef(ctx.organization_id, resource_id, self._name(name, resource.secret_ref, resource_id))
         repo = SecretRepository(uow.session)
-        live = repo.live_for_resource(ctx.organization_id, resource_id, lock=True)
+        live, row = repo.lock_for_put(ctx.organization_id, resource_id, str(ref))
         if live is not None and live.secret_ref != str(ref):
             raise InvalidArgument(
                 f"the resource already has the secret {live.secret_ref}; put under the name {live.name!r} "
                 "to rotate it, or delete it first",
                 reason="secret_name_mismatch",
             )
-        row = repo.by_ref(str(ref), lock=True)
         binding = envelope.Binding(
             str(ref), ctx.organization_id, resource_id, row.rotation_version + 1 if row else 1
         )
