@@ -169,12 +169,19 @@ class SecretRepository:
     # Key rotation
 
     def count_by_key(self) -> dict[str, int]:
-        rows = self._s.execute(
-            select(m.ResourceSecret.key_id, func.count())
-            .where(m.ResourceSecret.deleted_at.is_(None))
-            .group_by(m.ResourceSecret.key_id)
-        ).all()
-        return {key_id: int(count) for key_id, count in rows}
+        """Rows that need each KEK: live secrets, and sealed platform keys still in use."""
+        counts: dict[str, int] = {}
+        for model, live in (
+            (m.ResourceSecret, m.ResourceSecret.deleted_at.is_(None)),
+            (m.SigningKey, m.SigningKey.state != "retired"),
+            (m.PlatformCa, m.PlatformCa.retired_at.is_(None)),
+        ):
+            key_column = model.key_id
+            for key_id, count in self._s.execute(
+                select(key_column, func.count()).where(live).group_by(key_column)
+            ):
+                counts[key_id] = counts.get(key_id, 0) + int(count)
+        return counts
 
     def count_needing(self, target_key_id: str) -> int:
         return int(
