@@ -61,6 +61,20 @@ class Rewrapped:
     payload_sha256: bytes
 
 
+def _payload_columns(binding: Binding, sealed: Sealed) -> dict[str, object]:
+    """The columns a write of the payload sets, on insert and on rotation alike."""
+    return {
+        "rotation_version": binding.rotation_version,
+        "payload_version": PAYLOAD_VERSION,
+        "algorithm": ALGORITHM,
+        "key_id": sealed.key_id,
+        "wrapped_dek": sealed.wrapped_dek,
+        "nonce": sealed.nonce,
+        "ciphertext": sealed.ciphertext,
+        "payload_sha256": sealed.payload_sha256,
+    }
+
+
 def binding_of(row: SealedRow) -> Binding:
     return Binding(row.secret_ref, row.organization_id, row.resource_id, row.rotation_version)
 
@@ -115,14 +129,7 @@ class SecretRepository:
                 resource_id=binding.resource_id,
                 secret_ref=binding.secret_ref,
                 name=name,
-                rotation_version=binding.rotation_version,
-                payload_version=PAYLOAD_VERSION,
-                algorithm=ALGORITHM,
-                key_id=sealed.key_id,
-                wrapped_dek=sealed.wrapped_dek,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                payload_sha256=sealed.payload_sha256,
+                **_payload_columns(binding, sealed),
             )
             .returning(m.ResourceSecret)
         ).one()
@@ -135,18 +142,7 @@ class SecretRepository:
                 m.ResourceSecret.id == row.id,
                 m.ResourceSecret.rotation_version == binding.rotation_version - 1,
             )
-            .values(
-                rotation_version=binding.rotation_version,
-                payload_version=PAYLOAD_VERSION,
-                algorithm=ALGORITHM,
-                key_id=sealed.key_id,
-                wrapped_dek=sealed.wrapped_dek,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                payload_sha256=sealed.payload_sha256,
-                rotated_at=func.now(),
-                deleted_at=None,
-            )
+            .values(**_payload_columns(binding, sealed), rotated_at=func.now(), deleted_at=None)
             .returning(m.ResourceSecret),
             execution_options={"synchronize_session": False, "populate_existing": True},
         ).one()
