@@ -37,20 +37,23 @@ from rap_control.api.audit import AuditServicer
 from rap_control.api.calls import Calls
 from rap_control.api.interceptor import RapServerInterceptor
 from rap_control.api.keys import KeyRpcs
-from rap_control.api.later import SecretResolverServicer, SessionServicer, WorkerServicer
+from rap_control.api.later import SecretResolverServicer, SessionServicer
 from rap_control.api.resources import ResourceServicer
 from rap_control.api.secrets import SecretServicer
+from rap_control.api.workers import WorkerServicer
 from rap_control.audit.service import AuditLog
 from rap_control.config import ConfigError, Settings
 from rap_control.db.engine import Database
 from rap_control.identity.service import IdentityService
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
+from rap_control.pki.authority import CertificateAuthority
 from rap_control.policy.guard import ProductionGuard
 from rap_control.principal import Actor
 from rap_control.resources.service import ResourceService
 from rap_control.secrets.rewrap import Rewrapper
 from rap_control.secrets.service import SecretStore
+from rap_control.workers.service import WorkerEnrollment
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ async def build_server(
     keys = KeyService(audit, provider)
     store = SecretStore(audit, provider, keys)
     calls = Calls(db, identity)
+    enrollment = WorkerEnrollment(audit, CertificateAuthority(provider, keys))
     key_rpcs = KeyRpcs(calls, keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id)
 
     server = grpc.aio.server(
@@ -98,11 +102,13 @@ async def build_server(
         options=[("grpc.so_reuseport", 0)],
     )
     resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, resources), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(calls, identity, key_rpcs), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(calls, identity, key_rpcs, enrollment), server
+    )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(calls, audit), server)
     secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(calls, store), server)
     session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(), server)
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(db, enrollment), server)
     resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
 
     health_servicer = health_aio.HealthServicer()

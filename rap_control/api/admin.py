@@ -14,15 +14,19 @@ from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
 from rap_control.ids import parse_id, require_id
 from rap_control.paging import page_request
+from rap_control.workers.service import WorkerEnrollment
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SERVICE_NAME = "rap.v1.AdminService"
 
-    def __init__(self, calls: Calls, identity: IdentityService, keys: KeyRpcs) -> None:
+    def __init__(
+        self, calls: Calls, identity: IdentityService, keys: KeyRpcs, enrollment: WorkerEnrollment
+    ) -> None:
         self._calls = calls
         self._identity = identity
         self._keys = keys
+        self._enrollment = enrollment
 
     async def GetOrganization(self, request: Any, context: Any) -> admin_pb2.GetOrganizationResponse:
         org_id = parse_id(request.id, "id", required=False)
@@ -86,7 +90,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         token = await self._calls.run(lambda uow, call: self._identity.revoke_token(uow, call, token_id))
         return admin_pb2.RevokeApiTokenResponse(api_token=convert.api_token_to_proto(token))
 
-    CreateWorkerEnrollmentToken = planned(SESSIONS_AND_WORKERS)
+    async def CreateWorkerEnrollmentToken(
+        self, request: Any, context: Any
+    ) -> admin_pb2.CreateWorkerEnrollmentTokenResponse:
+        issued = await self._calls.run(
+            lambda uow, call: self._enrollment.create_token(
+                uow, call, request.worker_name, request.ttl_seconds
+            )
+        )
+        # The one place the token is revealed: the response to the admin who asked.
+        return admin_pb2.CreateWorkerEnrollmentTokenResponse(
+            enrollment_token=issued.token.reveal(), expire_time=convert.timestamp(issued.expires_at)
+        )
+
     ListWorkers = planned(SESSIONS_AND_WORKERS)
     RevokeWorker = planned(SESSIONS_AND_WORKERS)
 

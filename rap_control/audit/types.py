@@ -33,6 +33,7 @@ class EventType(StrEnum):
     SESSION_TERMINATED = "session_terminated"
     SESSION_FAILED = "session_failed"
     DATA_PLANE_BIND_REJECTED = "data_plane_bind_rejected"
+    WORKER_ENROLLMENT_TOKEN_CREATED = "worker_enrollment_token_created"
     WORKER_ENROLLED = "worker_enrolled"
     WORKER_CERTIFICATE_RENEWED = "worker_certificate_renewed"
     WORKER_REVOKED = "worker_revoked"

@@ -47,7 +47,7 @@ def normalize_address(protocol: Protocol, address: str) -> str:
     if len(address) > 300:
         raise InvalidArgument("resource.address is longer than 300 characters", reason="bad_address")
     host, port = _split_host_port(address)
-    host = _check_host(host)
+    host = check_host(host)
     if port is None:
         port = DEFAULT_PORTS[protocol]
         if port is None:
@@ -86,7 +86,8 @@ def _split_host_port(address: str) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
-def _check_host(host: str) -> str:
+def check_host(host: str) -> str:
+    """A DNS name (lower-cased) or an IP address (canonical); INVALID_ARGUMENT otherwise."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

@@ -1,0 +1,43 @@
+"""WorkerService: enrollment now; certificate renewal and the Connect stream come later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rap.v1 import worker_pb2, worker_pb2_grpc
+from rap_control.api import convert
+from rap_control.api.context import current_request_id
+from rap_control.api.planned import SESSIONS_AND_WORKERS, planned
+from rap_control.db.engine import Database
+from rap_control.workers.service import WorkerEnrollment
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
+    SERVICE_NAME = "rap.v1.WorkerService"
+
+    def __init__(self, db: Database, enrollment: WorkerEnrollment) -> None:
+        self._db = db
+        self._enrollment = enrollment
+
+    async def Enroll(self, request: Any, context: Any) -> worker_pb2.EnrollResponse:
+        """Authenticated by the one-time enrollment token in the request, not a bearer token."""
+        request_id = current_request_id()
+        enrolled = await self._db.run(
+            lambda uow: self._enrollment.enroll(
+                uow,
+                request.enrollment_token,
+                request.csr_pem,
+                request.name,
+                list(request.direct_host_names),
+                request_id,
+            )
+        )
+        return worker_pb2.EnrollResponse(
+            worker_id=str(enrolled.worker_id),
+            certificate_pem=enrolled.certificate_pem,
+            ca_bundle_pem=enrolled.ca_bundle_pem,
+            expire_time=convert.timestamp(enrolled.expires_at),
+        )
+
+    RenewCertificate = planned(SESSIONS_AND_WORKERS)
+    Connect = planned(SESSIONS_AND_WORKERS)

@@ -1,0 +1,1 @@
+"""The platform CA: worker certificates for enrollment, renewal and mTLS."""

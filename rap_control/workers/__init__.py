@@ -1,0 +1,1 @@
+"""Workers: enrollment under the platform CA (sessions and the Connect stream come later)."""

@@ -1,0 +1,82 @@
+"""All SQL of workers and their enrollment tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from rap_control.db import models as m
+
+
+class WorkerRepository:
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def insert_enrollment_token(
+        self,
+        organization_id: uuid.UUID,
+        token_hash: bytes,
+        worker_name: str,
+        created_by: uuid.UUID,
+        expires_at: datetime,
+    ) -> None:
+        self._s.execute(
+            insert(m.WorkerEnrollmentToken).values(
+                id=uuid.uuid4(),
+                organization_id=organization_id,
+                token_hash=token_hash,
+                worker_name=worker_name,
+                created_by=created_by,
+                expires_at=expires_at,
+            )
+        )
+
+    def consume_enrollment_token(self, token_hash: bytes) -> m.WorkerEnrollmentToken | None:
+        """Mark an unused, unexpired token used, in one conditional statement; None if it was not."""
+        return self._s.scalars(
+            update(m.WorkerEnrollmentToken)
+            .where(
+                m.WorkerEnrollmentToken.token_hash == token_hash,
+                m.WorkerEnrollmentToken.used_at.is_(None),
+                m.WorkerEnrollmentToken.expires_at > func.now(),
+            )
+            .values(used_at=func.now())
+            .returning(m.WorkerEnrollmentToken),
+            execution_options={"synchronize_session": False},
+        ).one_or_none()
+
+    def enrollment_token(self, token_hash: bytes) -> m.WorkerEnrollmentToken | None:
+        return self._s.scalars(
+            select(m.WorkerEnrollmentToken).where(m.WorkerEnrollmentToken.token_hash == token_hash)
+        ).one_or_none()
+
+    def insert_worker(
+        self,
+        worker_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        name: str,
+        host_names: list[str],
+        serial: str,
+        not_after: datetime,
+    ) -> None:
+        self._s.execute(
+            insert(m.Worker).values(
+                id=worker_id,
+                organization_id=organization_id,
+                name=name,
+                status="offline",
+                direct_host_names=host_names,
+                certificate_serial=serial,
+                certificate_not_after=not_after,
+            )
+        )
+
+    def link_token(self, token_id: uuid.UUID, worker_id: uuid.UUID) -> None:
+        self._s.execute(
+            update(m.WorkerEnrollmentToken)
+            .where(m.WorkerEnrollmentToken.id == token_id)
+            .values(worker_id=worker_id)
+        )

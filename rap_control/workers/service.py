@@ -1,0 +1,142 @@
+"""Worker enrollment: one-time tokens, and certificates from the platform CA."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives import serialization
+
+from rap_common.errors import InvalidArgument, Unauthenticated
+from rap_common.secrets import SecretStr
+from rap_control.audit.service import AuditLog
+from rap_control.audit.types import EventType
+from rap_control.db.engine import UnitOfWork
+from rap_control.identity import tokens
+from rap_control.pki import certificates
+from rap_control.pki.authority import CertificateAuthority
+from rap_control.principal import Actor, CallContext
+from rap_control.workers.repository import WorkerRepository
+
+DEFAULT_TOKEN_TTL = timedelta(hours=1)
+MAX_TOKEN_TTL = timedelta(hours=24)
+MAX_NAME = 128
+
+
+@dataclass(frozen=True)
+class IssuedEnrollmentToken:
+    token: SecretStr
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    worker_id: uuid.UUID
+    certificate_pem: str
+    ca_bundle_pem: str
+    expires_at: datetime
+
+
+def _name(value: str, field: str) -> str:
+    if not value or len(value) > MAX_NAME or any(ord(c) < 32 for c in value):
+        raise InvalidArgument(f"{field} must be 1-{MAX_NAME} printable characters", reason="bad_name")
+    return value
+
+
+class WorkerEnrollment:
+    def __init__(self, audit: AuditLog, ca: CertificateAuthority) -> None:
+        self._audit = audit
+        self._ca = ca
+
+    def create_token(
+        self, uow: UnitOfWork, ctx: CallContext, worker_name: str, ttl_seconds: int
+    ) -> IssuedEnrollmentToken:
+        """A one-time token that enrolls one worker into the caller's organization (admins only)."""
+        ctx.principal.require_admin("create worker enrollment tokens")
+        ttl = timedelta(seconds=ttl_seconds) if ttl_seconds else DEFAULT_TOKEN_TTL
+        if ttl_seconds < 0 or ttl > MAX_TOKEN_TTL:
+            raise InvalidArgument(
+                "ttl_seconds must be between 1 and 86400 (0 means one hour)", reason="bad_ttl"
+            )
+        secret, token_hash, prefix = tokens.new_enrollment_token()
+        expires_at = datetime.now(UTC) + ttl
+        WorkerRepository(uow.session).insert_enrollment_token(
+            ctx.organization_id,
+            token_hash,
+            _name(worker_name, "worker_name"),
+            ctx.principal.user_id,
+            expires_at,
+        )
+        self._audit.record(
+            uow,
+            ctx.actor,
+            EventType.WORKER_ENROLLMENT_TOKEN_CREATED,
+            target_type="worker_enrollment_token",
+            target_id=prefix,
+            details={"worker_name": worker_name, "ttl_seconds": int(ttl.total_seconds())},
+        )
+        return IssuedEnrollmentToken(secret, expires_at)
+
+    def enroll(
+        self, uow: UnitOfWork, raw_token: str, csr_pem: str, name: str, host_names: list[str], request_id: str
+    ) -> Enrollment:
+        """Consume a one-time token and sign the worker's CSR.
+
+        The CSR and host names are checked before the token is spent, so a
+        malformed request does not burn it; a used, expired or unknown token
+        is UNAUTHENTICATED, with the reason.
+        """
+        if not tokens.is_enrollment_token(raw_token):
+            raise Unauthenticated(
+                "enrollment_token is malformed: expected rap_enr_...", reason="malformed_token"
+            )
+        csr = certificates.parse_csr(csr_pem)
+        certificates.host_names(host_names)
+        repo = WorkerRepository(uow.session)
+        token_hash = tokens.hash_token(raw_token)
+        token = repo.consume_enrollment_token(token_hash)
+        if token is None:
+            known = repo.enrollment_token(token_hash)
+            if known is None:
+                raise Unauthenticated("the enrollment token is not known", reason="unknown_token")
+            if known.used_at is not None:
+                raise Unauthenticated(
+                    "the enrollment token was used already; ask for a new one", reason="token_used"
+                )
+            raise Unauthenticated(
+                "the enrollment token has expired; ask for a new one", reason="token_expired"
+            )
+        ca = self._ca.get(uow)
+        worker_id = uuid.uuid4()
+        certificate = certificates.issue_worker_certificate(
+            ca.key, ca.certificate, csr, worker_id, host_names, datetime.now(UTC)
+        )
+        worker_name = _name(name, "name") if name else token.worker_name
+        repo.insert_worker(
+            worker_id,
+            token.organization_id,
+            worker_name,
+            host_names,
+            format(certificate.serial_number, "x"),
+            certificate.not_valid_after_utc,
+        )
+        repo.link_token(token.id, worker_id)
+        self._audit.record(
+            uow,
+            Actor("worker", str(worker_id), token.organization_id, request_id),
+            EventType.WORKER_ENROLLED,
+            target_type="worker",
+            target_id=str(worker_id),
+            details={
+                "name": worker_name,
+                "serial": format(certificate.serial_number, "x"),
+                "host_names": host_names,
+            },
+        )
+        return Enrollment(
+            worker_id=worker_id,
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            ca_bundle_pem=ca.certificate_pem,
+            expires_at=certificate.not_valid_after_utc,
+        )
