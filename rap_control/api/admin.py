@@ -9,7 +9,7 @@ from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_control.api import convert
 from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
-from rap_control.api.planned import DATA_PLANE, SESSIONS_AND_WORKERS, planned
+from rap_control.api.planned import DATA_PLANE, planned
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
 from rap_control.ids import parse_id, require_id
@@ -103,8 +103,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             enrollment_token=issued.token.reveal(), expire_time=convert.timestamp(issued.expires_at)
         )
 
-    ListWorkers = planned(SESSIONS_AND_WORKERS)
-    RevokeWorker = planned(SESSIONS_AND_WORKERS)
+    async def ListWorkers(self, request: Any, context: Any) -> admin_pb2.ListWorkersResponse:
+        page = page_request(request.page_size, request.page_token)
+        rows, next_key = await self._calls.run(
+            lambda uow, call: self._enrollment.list_workers(uow, call, page)
+        )
+        return admin_pb2.ListWorkersResponse(
+            workers=[convert.worker_to_proto(w) for w in rows],
+            next_page_token=convert.next_page_token(next_key),
+        )
+
+    async def RevokeWorker(self, request: Any, context: Any) -> admin_pb2.RevokeWorkerResponse:
+        worker_id = require_id(request.id, "id")
+        worker = await self._calls.run(lambda uow, call: self._enrollment.revoke(uow, call, worker_id))
+        return admin_pb2.RevokeWorkerResponse(worker=convert.worker_to_proto(worker))
 
     async def ListEncryptionKeys(self, request: Any, context: Any) -> admin_pb2.ListEncryptionKeysResponse:
         return await self._keys.list_keys()

@@ -21,6 +21,7 @@ from rap_control.paging import encode_token
 from rap_control.principal import Role
 from rap_control.resources.types import Protocol, Resource
 from rap_control.secrets.types import Credential, RdpCredential, SecretInfo, SshCredential, VncCredential
+from rap_control.workers.types import Worker
 
 # Keyed by plain int: requests carry enum fields as ints, known or not.
 _PROTOCOLS: dict[int, Protocol] = {
@@ -182,4 +183,26 @@ def key_status_to_proto(key: KeyStatus) -> admin_pb2.EncryptionKey:
         secret_count=key.secret_count,
         create_time=timestamp(key.created_at),
         retire_time=timestamp(key.retired_at),
+    )
+
+
+_WORKER_STATUS = {
+    "online": admin_pb2.WORKER_STATUS_ONLINE,
+    "offline": admin_pb2.WORKER_STATUS_OFFLINE,
+    "revoked": admin_pb2.WORKER_STATUS_REVOKED,
+}
+
+
+def worker_to_proto(w: Worker) -> admin_pb2.Worker:
+    return admin_pb2.Worker(
+        id=str(w.id),
+        organization_id=str(w.organization_id),
+        name=w.name,
+        status=_WORKER_STATUS[w.status],
+        protocols=[_PROTOCOLS_BACK[Protocol(p)] for p in w.protocols],
+        capacity=w.capacity,
+        direct_url=w.direct_url or "",
+        certificate_expire_time=timestamp(w.certificate_not_after),
+        last_seen_time=timestamp(w.last_seen_at),
+        create_time=timestamp(w.created_at),
     )

@@ -8,7 +8,25 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from rap_common.errors import NotFound
 from rap_control.db import models as m
+from rap_control.workers.types import Worker
+
+
+def _worker(row: m.Worker) -> Worker:
+    return Worker(
+        id=row.id,
+        organization_id=row.organization_id,
+        name=row.name,
+        status=row.status,
+        protocols=list(row.protocols),
+        capacity=row.capacity,
+        direct_url=row.direct_url,
+        certificate_not_after=row.certificate_not_after,
+        last_seen_at=row.last_seen_at,
+        revoked_at=row.revoked_at,
+        created_at=row.created_at,
+    )
 
 
 class WorkerRepository:
@@ -80,3 +98,26 @@ class WorkerRepository:
             .where(m.WorkerEnrollmentToken.id == token_id)
             .values(worker_id=worker_id)
         )
+
+    def get(self, organization_id: uuid.UUID, worker_id: uuid.UUID, *, lock: bool = False) -> Worker:
+        query = select(m.Worker).where(m.Worker.id == worker_id, m.Worker.organization_id == organization_id)
+        row = self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+        if row is None:
+            raise NotFound(f"worker {worker_id} not found", reason="worker_not_found")
+        return _worker(row)
+
+    def list(self, organization_id: uuid.UUID, after: uuid.UUID | None, limit: int) -> list[Worker]:
+        query = select(m.Worker).where(m.Worker.organization_id == organization_id)
+        if after is not None:
+            query = query.where(m.Worker.id > after)
+        return [_worker(r) for r in self._s.scalars(query.order_by(m.Worker.id).limit(limit))]
+
+    def revoke(self, worker: Worker) -> Worker:
+        row = self._s.scalars(
+            update(m.Worker)
+            .where(m.Worker.id == worker.id, m.Worker.revoked_at.is_(None))
+            .values(status="revoked", revoked_at=func.now())
+            .returning(m.Worker),
+            execution_options={"synchronize_session": False},
+        ).one_or_none()
+        return _worker(row) if row is not None else worker

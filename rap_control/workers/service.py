@@ -14,10 +14,12 @@ from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
 from rap_control.identity import tokens
+from rap_control.paging import PageRequest, key_field
 from rap_control.pki import certificates
 from rap_control.pki.authority import CertificateAuthority
 from rap_control.principal import Actor, CallContext
 from rap_control.workers.repository import WorkerRepository
+from rap_control.workers.types import Worker
 
 DEFAULT_TOKEN_TTL = timedelta(hours=1)
 MAX_TOKEN_TTL = timedelta(hours=24)
@@ -140,3 +142,38 @@ class WorkerEnrollment:
             ca_bundle_pem=ca.certificate_pem,
             expires_at=certificate.not_valid_after_utc,
         )
+
+    def list_workers(
+        self, uow: UnitOfWork, ctx: CallContext, page: PageRequest
+    ) -> tuple[list[Worker], dict[str, str] | None]:
+        """The organization's workers (admins only), by id."""
+        ctx.principal.require_admin("list workers")
+        after = None
+        if page.after:
+            try:
+                after = uuid.UUID(str(key_field(page.after, "id")))
+            except ValueError:
+                raise InvalidArgument("page_token is not valid", reason="bad_page_token") from None
+        rows = WorkerRepository(uow.session).list(ctx.organization_id, after, page.size + 1)
+        more = len(rows) > page.size
+        rows = rows[: page.size]
+        return rows, ({"id": str(rows[-1].id)} if more else None)
+
+    def revoke(self, uow: UnitOfWork, ctx: CallContext, worker_id: uuid.UUID) -> Worker:
+        """Revoke a worker (admins only; idempotent). Its certificate is refused from
+        now on by every worker-facing check."""
+        ctx.principal.require_admin("revoke workers")
+        repo = WorkerRepository(uow.session)
+        worker = repo.get(ctx.organization_id, worker_id, lock=True)
+        if worker.revoked_at is not None:
+            return worker
+        revoked = repo.revoke(worker)
+        self._audit.record(
+            uow,
+            ctx.actor,
+            EventType.WORKER_REVOKED,
+            target_type="worker",
+            target_id=str(worker_id),
+            details={"name": worker.name},
+        )
+        return revoked

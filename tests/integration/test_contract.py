@@ -42,8 +42,6 @@ EXPECTED_PLANNED = {
     "rap.v1.WorkerService/RenewCertificate",
     "rap.v1.WorkerService/Connect",
     "rap.v1.SecretResolver/ResolveSecret",
-    "rap.v1.AdminService/ListWorkers",
-    "rap.v1.AdminService/RevokeWorker",
     "rap.v1.AdminService/GetJwks",
     "rap.v1.AdminService/RotateSigningKey",
 }

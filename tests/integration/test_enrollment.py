@@ -134,3 +134,25 @@ def test_only_admins_create_enrollment_tokens(
         assert (
             rpc_error(admin.admin.CreateWorkerEnrollmentToken, bad).code() == grpc.StatusCode.INVALID_ARGUMENT
         )
+
+
+def test_workers_are_listed_and_revoked_by_their_organizations_admins(
+    dev_server: ServerThread, admin: Client, make_org: Callable[[], Org]
+) -> None:
+    first, second = (_enroll(dev_server, _token(admin)).worker_id for _ in range(2))
+    listed, pages = paginate(admin.admin.ListWorkers, admin_pb2.ListWorkersRequest(page_size=1), "workers")
+    assert sorted(w.id for w in listed) == sorted([first, second]) and pages == 2
+    assert {w.status for w in listed} == {admin_pb2.WORKER_STATUS_OFFLINE}
+    with dev_server.channel() as channel:
+        stranger = Client(channel, make_org().admin_token)
+        error = rpc_error(stranger.admin.RevokeWorker, admin_pb2.RevokeWorkerRequest(id=first))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert stranger.admin.ListWorkers(admin_pb2.ListWorkersRequest()).workers == []
+    revoked = admin.admin.RevokeWorker(admin_pb2.RevokeWorkerRequest(id=first)).worker
+    assert revoked.status == admin_pb2.WORKER_STATUS_REVOKED
+    again = admin.admin.RevokeWorker(admin_pb2.RevokeWorkerRequest(id=first)).worker
+    assert again.status == admin_pb2.WORKER_STATUS_REVOKED
+    events, _ = paginate(
+        admin.audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest(event_type="worker_revoked"), "events"
+    )
+    assert [e.target_id for e in events] == [first], "revoked once, audited once"
