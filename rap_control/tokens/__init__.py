@@ -1,0 +1,1 @@
+"""Signed tokens the control plane issues: the RS256 signing key ring and JWKS."""

@@ -1,0 +1,57 @@
+"""The signing key ring: one key created under the KEK, tokens that verify against its JWKS."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from rap_common.tokens import LEASE_AUDIENCE, verify
+from rap_control.audit.service import AuditLog
+from rap_control.db.engine import Database
+from rap_control.keys.local import LocalKeyProvider
+from rap_control.keys.service import KeyService
+from rap_control.principal import Actor
+from rap_control.tokens.keyring import ISSUER, SigningKeyRing
+from tests.conftest import _libpq, fresh_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ring_db(postgres_url: str, provider: LocalKeyProvider) -> Iterator[tuple[str, Database]]:
+    with fresh_database(postgres_url) as url:
+        database = Database(url, pool_size=4)
+        database.run_sync(
+            lambda uow: KeyService(AuditLog(), provider).register_at_startup(uow, Actor.system("t"))
+        )
+        yield url, database
+        database.close()
+
+
+def test_replicas_racing_create_one_sealed_key_and_tokens_verify(
+    ring_db: tuple[str, Database], provider: LocalKeyProvider
+) -> None:
+    url, db = ring_db
+    rings = [SigningKeyRing(provider, KeyService(AuditLog(), provider)) for _ in range(4)]
+    kids: list[str] = []
+    threads = [threading.Thread(target=lambda r=r: kids.append(db.run_sync(r.active).kid)) for r in rings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(kids)) == 1, "one key for every replica"
+    with psycopg2.connect(_libpq(url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), bool_and(position('PRIVATE KEY' in encode(sealed_private_key, 'escape')) = 0) FROM signing_keys"
+        )
+        assert cur.fetchone() == (1, True)
+    token, jti, _ = db.run_sync(
+        lambda uow: rings[0].sign(uow, {"sub": "w1", "sid": "s1"}, audience=LEASE_AUDIENCE, ttl_seconds=60)
+    )
+    jwks = db.run_sync(rings[1].jwks)
+    assert set(jwks) == {kids[0]} and "d" not in jwks[kids[0]], "public keys only"
+    claims = verify(token, jwks, audience=LEASE_AUDIENCE, issuer=ISSUER)
+    assert (claims["sub"], claims["sid"], claims["jti"]) == ("w1", "s1", jti)
