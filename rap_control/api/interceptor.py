@@ -10,7 +10,8 @@ For every call it
   the token is checked inside the RPC's own unit of work (api/calls.py);
 * maps a :class:`RapError` to its status, with its ``reason`` in the
   trailing metadata as ``rap-reason``; any other exception becomes INTERNAL
-  with the request id, its traceback going to the server log only.
+  with the request id, and the server log gets its type and traceback
+  frames, never its message (which may quote values).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -132,7 +134,10 @@ class _Call:
                 exc.message,
                 trailing_metadata=((REQUEST_ID_HEADER, rid), (REASON_HEADER, exc.reason)),
             )
-        log.error("unexpected error in %s (request id %s)", self.method, rid, exc_info=exc)
+        # The type and where it was raised, not the message: a driver error's text
+        # can quote values (PostgreSQL echoes a bad literal), and logs keep no values.
+        where = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unexpected %s in %s (request id %s)\n%s", type(exc).__name__, self.method, rid, where)
         await context.abort(
             grpc.StatusCode.INTERNAL,
             f"internal error; quote request id {rid} to the operator",

@@ -61,6 +61,9 @@ class Database:
             # SQLAlchemy then invalidates the pool so the next call reconnects.
             pool_recycle=1800,
             pool_timeout=10,
+            # Statement parameters never appear in error text or logs: defence in
+            # depth, since an unexpected error's traceback goes to the server log.
+            hide_parameters=True,
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # One thread per pooled connection: a unit never waits for a connection.

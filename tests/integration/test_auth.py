@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rap.v1 import admin_pb2, resource_pb2, resource_pb2_grpc
 from rap_control.api.interceptor import RapServerInterceptor
+from rap_control.db.engine import Database
 from rap_control.identity.tokens import new_api_token
 from rap_control.keys.local import LocalKeyProvider
 from tests.conftest import Org
@@ -170,3 +171,17 @@ def test_a_database_that_is_down_answers_unavailable(org: Org, provider: LocalKe
     assert trailer(error, "rap-reason") == "database_unavailable"
     assert "S3cret" not in error.details()
     assert "127.0.0.1" not in error.details()
+
+
+def test_database_errors_never_show_statement_parameters(db: Database) -> None:
+    """SQLAlchemy keeps parameter values out of its error text (PostgreSQL may still quote
+    a bad literal: which is why the interceptor logs no exception message)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError) as info:
+        db.run_sync(
+            lambda uow: uow.session.execute(text("SELECT CAST(:v AS uuid)"), {"v": "S3cret-canary-param"})
+        )
+    assert "[parameters:" not in str(info.value)
+    assert "[SQL:" in str(info.value), "the statement itself is kept, for diagnosis"
