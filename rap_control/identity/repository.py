@@ -110,6 +110,16 @@ class IdentityRepository:
         )
         return self.get_user(user.organization_id, user.id)
 
+    def lock_admins(self, organization_id: uuid.UUID) -> None:
+        """Lock the organization's admin rows, so that concurrent role changes
+        are checked one after the other (see IdentityService.update_user)."""
+        self._s.execute(
+            select(m.User.id)
+            .where(m.User.organization_id == organization_id, m.User.role == Role.ADMIN.value)
+            .order_by(m.User.id)
+            .with_for_update()
+        )
+
     def count_enabled_admins(self, organization_id: uuid.UUID) -> int:
         return int(
             self._s.scalar(

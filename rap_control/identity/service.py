@@ -164,6 +164,8 @@ class IdentityService:
         """
         ctx.principal.require_admin("update users")
         repo = IdentityRepository(uow.session)
+        # Two admins demoting each other at once must not both pass the check below.
+        repo.lock_admins(ctx.organization_id)
         user = repo.get_user(ctx.organization_id, user_id, lock=True)
         role = patch.role or user.role
         disabled = user.disabled if patch.disabled is None else patch.disabled

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -11,6 +13,12 @@ import psycopg2.extensions
 import pytest
 
 from rap.v1 import admin_pb2
+from rap_common.errors import FailedPrecondition
+from rap_control.audit.service import AuditLog
+from rap_control.db.engine import Database
+from rap_control.identity.service import IdentityService
+from rap_control.identity.types import UserPatch
+from rap_control.principal import CallContext, Principal, Role
 from tests.conftest import Org
 from tests.support.client import Client, paginate, rpc_error
 from tests.support.server import ServerThread
@@ -147,3 +155,44 @@ def test_a_token_cannot_expire_in_the_past(admin: Client) -> None:
     error = rpc_error(admin.admin.CreateApiToken, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "future" in error.details()
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    admin: Client, org: Org, db: Database, sql: psycopg2.extensions.connection
+) -> None:
+    """The first demotion holds its transaction open while the second runs: without
+    the admin lock, both would see the other still an admin and both would commit."""
+    second = admin.admin.CreateUser(
+        admin_pb2.CreateUserRequest(email="second@example.test", role=admin_pb2.ROLE_ADMIN)
+    ).user
+    identity = IdentityService(AuditLog())
+    first_admin = CallContext(
+        Principal(uuid.UUID(org.admin_id), uuid.UUID(org.id), Role.ADMIN, uuid.uuid4()), "r1"
+    )
+    second_admin = CallContext(
+        Principal(uuid.UUID(second.id), uuid.UUID(org.id), Role.ADMIN, uuid.uuid4()), "r2"
+    )
+    demote = UserPatch(role=Role.MEMBER)
+    outcomes: dict[str, str] = {}
+
+    def slow_first() -> None:
+        def unit(uow):  # type: ignore[no-untyped-def]
+            identity.update_user(uow, first_admin, uuid.UUID(second.id), demote)
+            time.sleep(0.5)  # commit late
+
+        db.run_sync(unit)
+        outcomes["first"] = "OK"
+
+    holder = threading.Thread(target=slow_first)
+    holder.start()
+    time.sleep(0.15)
+    try:
+        db.run_sync(lambda uow: identity.update_user(uow, second_admin, uuid.UUID(org.admin_id), demote))
+        outcomes["second"] = "OK"
+    except FailedPrecondition as refused:
+        outcomes["second"] = refused.reason
+    holder.join()
+    assert outcomes == {"first": "OK", "second": "last_admin"}
+    with sql.cursor() as cur:
+        cur.execute("SELECT count(*) FROM users WHERE organization_id = %s AND role = 'admin'", (org.id,))
+        assert cur.fetchone()[0] == 1
