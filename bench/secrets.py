@@ -80,6 +80,7 @@ def put_and_read(url: str, puts: int, work: Path) -> tuple[float, float]:
     env.update(
         DATABASE_URL=url,
         RAP_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+        RAP_WORKER_LISTEN_ADDRESS="127.0.0.1:0",
         RAP_DATA_DIR=str(work),
         RAP_LOG_LEVEL="WARNING",
         SECRET_ENCRYPTION_KEY_B64=base64.b64encode(os.urandom(32)).decode(),

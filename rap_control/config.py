@@ -50,6 +50,11 @@ class Settings:
     keys: KeySettings = field(default_factory=lambda: KeySettings("local", None, None, {}))
     # Admins of this organization may manage the platform's encryption keys over the API.
     operator_organization_id: uuid.UUID | None = None
+    # The worker-facing listener (mTLS under the platform CA); port 0 picks a free one.
+    worker_listen_host: str = "127.0.0.1"
+    worker_listen_port: int = 50052
+    # Extra names for the worker listener's certificate (besides localhost and its IP).
+    worker_tls_names: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -65,6 +70,9 @@ class Settings:
         env = os.environ if env is None else env
         app_env = _choice(env, "APP_ENV", Environment, Environment.DEVELOPMENT)
         host, port = _listen_address(env.get("RAP_LISTEN_ADDRESS", "127.0.0.1:50051"))
+        worker_host, worker_port = _listen_address(
+            env.get("RAP_WORKER_LISTEN_ADDRESS", "127.0.0.1:50052"), "RAP_WORKER_LISTEN_ADDRESS"
+        )
         cert, key = _optional_file(env, "RAP_TLS_CERT_FILE"), _optional_file(env, "RAP_TLS_KEY_FILE")
         if (cert is None) != (key is None):
             raise ConfigError("RAP_TLS_CERT_FILE and RAP_TLS_KEY_FILE must be set together")
@@ -81,6 +89,11 @@ class Settings:
             db_pool_size=_int(env, "RAP_DB_POOL_SIZE", 10, low=1, high=200),
             keys=KeySettings.from_env(env, production=app_env is Environment.PRODUCTION),
             operator_organization_id=_optional_uuid(env, "RAP_OPERATOR_ORGANIZATION_ID"),
+            worker_listen_host=worker_host,
+            worker_listen_port=worker_port,
+            worker_tls_names=tuple(
+                n.strip() for n in env.get("RAP_WORKER_TLS_NAMES", "").split(",") if n.strip()
+            ),
         )
         if settings.production:
             settings.check_production()
@@ -163,14 +176,14 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
-def _listen_address(raw: str) -> tuple[str, int]:
+def _listen_address(raw: str, name: str = "RAP_LISTEN_ADDRESS") -> tuple[str, int]:
     host, sep, port_text = raw.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError("RAP_LISTEN_ADDRESS must be HOST:PORT, e.g. 127.0.0.1:50051")
+        raise ConfigError(f"{name} must be HOST:PORT, e.g. 127.0.0.1:50051")
     host = host.strip("[]")
     if host not in ("localhost", ""):
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise ConfigError("RAP_LISTEN_ADDRESS must name an IP address or localhost") from None
+            raise ConfigError(f"{name} must name an IP address or localhost") from None
     return host or "0.0.0.0", int(port_text)  # noqa: S104 - an empty host means every interface, as asked

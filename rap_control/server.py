@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import UTC, datetime
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -47,6 +49,7 @@ from rap_control.db.engine import Database
 from rap_control.identity.service import IdentityService
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
+from rap_control.pki import certificates
 from rap_control.pki.authority import CertificateAuthority
 from rap_control.policy.guard import ProductionGuard
 from rap_control.principal import Actor
@@ -133,6 +136,60 @@ async def build_server(
     return server, port
 
 
+WORKER_SERVICES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in ((worker_pb2, "WorkerService"), (resolver_pb2, "SecretResolver"))
+)
+
+
+async def build_worker_server(
+    settings: Settings, db: Database, provider: KeyProvider
+) -> tuple[grpc.aio.Server, int, str]:
+    """The worker-facing listener: mTLS, client certificates from the platform CA only.
+
+    Its own certificate comes from the platform CA too (a fresh key each start),
+    so a worker verifies it with the bundle it got at enrollment. Returns the
+    server (bound, not started), its port and the CA bundle.
+    """
+    audit = AuditLog()
+    keys = KeyService(audit, provider)
+    authority = CertificateAuthority(provider, keys)
+    ca = await db.run(authority.get)
+    names = ["localhost", "127.0.0.1", *settings.worker_tls_names]
+    if settings.worker_listen_host not in ("0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 - comparing, not binding
+        names.append(settings.worker_listen_host)
+    key, certificate = certificates.issue_server_certificate(ca.key, ca.certificate, names, datetime.now(UTC))
+    credentials = grpc.ssl_server_credentials(
+        [
+            (
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                certificate.public_bytes(serialization.Encoding.PEM),
+            )
+        ],
+        root_certificates=ca.certificate_pem.encode(),
+        require_client_auth=True,
+    )
+    server = grpc.aio.server(interceptors=[RapServerInterceptor()], options=[("grpc.so_reuseport", 0)])
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(db, WorkerEnrollment(audit, authority)), server
+    )
+    resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *WORKER_SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{settings.worker_listen_host}:{settings.worker_listen_port}"
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise ConfigError(f"RAP_WORKER_LISTEN_ADDRESS {address} could not be bound") from exc
+    return server, port, ca.certificate_pem
+
+
 async def register_keys(db: Database, provider: KeyProvider) -> str:
     """Register the provider's keys in the database and return the active key id.
 
@@ -149,7 +206,10 @@ async def serve(settings: Settings, db: Database, provider: KeyProvider) -> None
     """Run the control plane until SIGINT or SIGTERM."""
     await register_keys(db, provider)
     server, port = await build_server(settings, db, provider)
+    worker_server, worker_port, _ = await build_worker_server(settings, db, provider)
     await server.start()
+    await worker_server.start()
+    log.info("worker-facing services (mTLS, platform CA) on %s:%d", settings.worker_listen_host, worker_port)
     log.info(
         "RAP control plane serving on %s:%d (%s, %s)",
         settings.listen_host,
@@ -163,4 +223,4 @@ async def serve(settings: Settings, db: Database, provider: KeyProvider) -> None
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: finishing calls in flight (5 s at most)")
-    await server.stop(grace=5)
+    await asyncio.gather(server.stop(grace=5), worker_server.stop(grace=5))

@@ -130,6 +130,7 @@ def _settings(env: Environment, tls: tuple[Path, Path] | None, database_url: str
         tls_key_file=tls[1] if tls else None,
         log_level="INFO",
         db_pool_size=8,
+        worker_listen_port=0,
     )
 
 

@@ -14,11 +14,26 @@ from rap_common.errors import Unauthenticated
 
 _token: contextvars.ContextVar[str | None] = contextvars.ContextVar("rap_bearer_token", default=None)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("rap_request_id", default="")
+_peer_certificate: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "rap_peer_certificate", default=None
+)
 
 
-def set_call(token: str | None, request_id: str) -> None:
+def set_call(token: str | None, request_id: str, peer_certificate: bytes | None = None) -> None:
     _token.set(token)
     _request_id.set(request_id)
+    _peer_certificate.set(peer_certificate)
+
+
+def current_peer_certificate() -> bytes:
+    """The TLS client certificate (PEM) the transport verified; UNAUTHENTICATED without one."""
+    certificate = _peer_certificate.get()
+    if certificate is None:
+        raise Unauthenticated(
+            "this method needs the worker's client certificate: call it on the worker port (mTLS)",
+            reason="client_certificate_required",
+        )
+    return certificate
 
 
 def current_token() -> str:

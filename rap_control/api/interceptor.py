@@ -124,7 +124,14 @@ class _Call:
 
     async def begin(self, context: Context) -> None:
         context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
-        set_call(_bearer(self._metadata) if self._needs_auth else None, self.request_id)
+        # On the worker port the transport has verified the client certificate
+        # against the platform CA; the servicer decides what it may do.
+        peer = context.auth_context().get("x509_pem_cert") if not self._needs_auth else None
+        set_call(
+            _bearer(self._metadata) if self._needs_auth else None,
+            self.request_id,
+            next(iter(peer), None) if peer else None,
+        )
 
     async def fail(self, context: Context, exc: Exception) -> NoReturn:
         rid = self.request_id

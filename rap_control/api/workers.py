@@ -6,7 +6,7 @@ from typing import Any
 
 from rap.v1 import worker_pb2, worker_pb2_grpc
 from rap_control.api import convert
-from rap_control.api.context import current_request_id
+from rap_control.api.context import current_peer_certificate, current_request_id
 from rap_control.api.planned import SESSIONS_AND_WORKERS, planned
 from rap_control.db.engine import Database
 from rap_control.workers.service import WorkerEnrollment
@@ -39,5 +39,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             expire_time=convert.timestamp(enrolled.expires_at),
         )
 
-    RenewCertificate = planned(SESSIONS_AND_WORKERS)
+    async def RenewCertificate(self, request: Any, context: Any) -> worker_pb2.RenewCertificateResponse:
+        """On the worker port: the client certificate (verified by the transport) says who."""
+        peer, request_id = current_peer_certificate(), current_request_id()
+        renewed = await self._db.run(
+            lambda uow: self._enrollment.renew(uow, peer, request.csr_pem, request_id)
+        )
+        return worker_pb2.RenewCertificateResponse(
+            certificate_pem=renewed.certificate_pem,
+            ca_bundle_pem=renewed.ca_bundle_pem,
+            expire_time=convert.timestamp(renewed.expires_at),
+        )
+
     Connect = planned(SESSIONS_AND_WORKERS)

@@ -150,3 +150,31 @@ def worker_id_of(certificate: x509.Certificate) -> uuid.UUID | None:
             except ValueError:
                 return None
     return None
+
+
+SERVER_VALIDITY = dt.timedelta(days=30)
+
+
+def issue_server_certificate(
+    ca_key: PrivateKey, ca_cert: x509.Certificate, names: list[str], now: dt.datetime
+) -> tuple[PrivateKey, x509.Certificate]:
+    """A fresh key and a server certificate for the control plane's worker listener,
+    so that workers verify it with the same platform CA bundle they enrolled with."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RAP control plane")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + SERVER_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(host_names(names)), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, certificate

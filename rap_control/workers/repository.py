@@ -121,3 +121,15 @@ class WorkerRepository:
             execution_options={"synchronize_session": False},
         ).one_or_none()
         return _worker(row) if row is not None else worker
+
+    def get_any(self, worker_id: uuid.UUID, *, lock: bool = False) -> m.Worker | None:
+        """A worker by id, whatever its organization: for checks of its own certificate."""
+        query = select(m.Worker).where(m.Worker.id == worker_id)
+        return self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+
+    def record_certificate(self, worker_id: uuid.UUID, serial: str, not_after: datetime) -> None:
+        self._s.execute(
+            update(m.Worker)
+            .where(m.Worker.id == worker_id)
+            .values(certificate_serial=serial, certificate_not_after=not_after)
+        )

@@ -6,9 +6,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from rap_common.errors import InvalidArgument, Unauthenticated
+from rap_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from rap_common.secrets import SecretStr
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
@@ -177,3 +179,48 @@ class WorkerEnrollment:
             details={"name": worker.name},
         )
         return revoked
+
+    def renew(
+        self, uow: UnitOfWork, peer_certificate_pem: bytes, csr_pem: str, request_id: str
+    ) -> Enrollment:
+        """A fresh certificate for the worker the (transport-verified) client certificate names.
+
+        Refused for a revoked worker, or a certificate the current CA did not issue.
+        """
+        ca = self._ca.get(uow)
+        try:
+            presented = x509.load_pem_x509_certificate(peer_certificate_pem)
+            presented.verify_directly_issued_by(ca.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            raise Unauthenticated(
+                "the client certificate was not issued by the platform CA", reason="bad_client_certificate"
+            ) from None
+        worker_id = certificates.worker_id_of(presented)
+        if worker_id is None:
+            raise Unauthenticated("the client certificate names no worker", reason="bad_client_certificate")
+        csr = certificates.parse_csr(csr_pem)
+        repo = WorkerRepository(uow.session)
+        worker = repo.get_any(worker_id, lock=True)
+        if worker is None:
+            raise Unauthenticated("the client certificate names an unknown worker", reason="unknown_worker")
+        if worker.revoked_at is not None:
+            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+        certificate = certificates.issue_worker_certificate(
+            ca.key, ca.certificate, csr, worker_id, list(worker.direct_host_names), datetime.now(UTC)
+        )
+        serial = format(certificate.serial_number, "x")
+        repo.record_certificate(worker_id, serial, certificate.not_valid_after_utc)
+        self._audit.record(
+            uow,
+            Actor("worker", str(worker_id), worker.organization_id, request_id),
+            EventType.WORKER_CERTIFICATE_RENEWED,
+            target_type="worker",
+            target_id=str(worker_id),
+            details={"serial": serial, "previous_serial": format(presented.serial_number, "x")},
+        )
+        return Enrollment(
+            worker_id=worker_id,
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            ca_bundle_pem=ca.certificate_pem,
+            expires_at=certificate.not_valid_after_utc,
+        )

@@ -70,7 +70,11 @@ def data_dir() -> Iterator[Path]:
 @pytest.fixture
 def served(data_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = _free_port()
-    env = _env(RAP_DATA_DIR=str(data_dir), RAP_LISTEN_ADDRESS=f"127.0.0.1:{port}")
+    env = _env(
+        RAP_DATA_DIR=str(data_dir),
+        RAP_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+        RAP_WORKER_LISTEN_ADDRESS="127.0.0.1:0",
+    )
     log = data_dir / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -39,7 +39,6 @@ EXPECTED_PLANNED = {
     "rap.v1.SessionService/AttachSession",
     "rap.v1.SessionService/DetachSession",
     "rap.v1.SessionService/TerminateSession",
-    "rap.v1.WorkerService/RenewCertificate",
     "rap.v1.WorkerService/Connect",
     "rap.v1.SecretResolver/ResolveSecret",
     "rap.v1.AdminService/GetJwks",

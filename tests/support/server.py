@@ -16,7 +16,7 @@ import grpc
 from rap_control.config import Settings
 from rap_control.db.engine import Database
 from rap_control.keys.provider import KeyProvider
-from rap_control.server import build_server, register_keys
+from rap_control.server import build_server, build_worker_server, register_keys
 
 
 @dataclass
@@ -26,6 +26,10 @@ class ServerThread:
     provider: KeyProvider
     ca_pem: bytes | None = None
     register: bool = True
+    # Also run the worker-facing mTLS listener (its port and the platform CA bundle).
+    workers: bool = False
+    worker_port: int = 0
+    platform_ca_pem: str = ""
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
@@ -59,10 +63,17 @@ class ServerThread:
         if self.register:
             await register_keys(self.db, self.provider)
         server, self.port = await build_server(self.settings, self.db, self.provider)
-        await server.start()
+        servers = [server]
+        if self.workers:
+            worker_server, self.worker_port, self.platform_ca_pem = await build_worker_server(
+                self.settings, self.db, self.provider
+            )
+            servers.append(worker_server)
+        for s in servers:
+            await s.start()
         self._ready.set()
         await self._stop.wait()
-        await server.stop(grace=1)
+        await asyncio.gather(*(s.stop(grace=1) for s in servers))
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
