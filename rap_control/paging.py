@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rap_common.errors import InvalidArgument
 
@@ -57,3 +59,26 @@ def key_field(after: dict[str, Any], name: str) -> Any:
     if name not in after:
         raise InvalidArgument("page_token does not belong to this list", reason="bad_page_token")
     return after[name]
+
+
+T = TypeVar("T")
+
+
+def after_id(page: PageRequest) -> uuid.UUID | None:
+    """The id a page token continues after, for lists ordered by id."""
+    if not page.after:
+        return None
+    try:
+        return uuid.UUID(str(key_field(page.after, "id")))
+    except ValueError:
+        raise InvalidArgument("page_token is not valid", reason="bad_page_token") from None
+
+
+def split_page(
+    rows: list[T], page: PageRequest, key: Callable[[T], dict[str, Any]]
+) -> tuple[list[T], dict[str, Any] | None]:
+    """Rows fetched with limit ``page.size + 1``: the page, and the next token's key if more remain."""
+    if len(rows) <= page.size:
+        return rows, None
+    rows = rows[: page.size]
+    return rows, key(rows[-1])

@@ -22,7 +22,7 @@ from rap_control.audit.types import (
     chain_id_for,
 )
 from rap_control.db.engine import UnitOfWork
-from rap_control.paging import PageRequest, key_field
+from rap_control.paging import PageRequest, key_field, split_page
 from rap_control.principal import Actor, CallContext
 
 
@@ -80,9 +80,7 @@ class AuditLog:
             raise InvalidArgument(f"event_type {flt.event_type[:64]!r} is not a known event type")
         after = int(key_field(page.after, "seq")) if page.after else 0
         events = AuditRepository(uow.session).list(ctx.organization_id, flt, after, page.size + 1)
-        more = len(events) > page.size
-        events = events[: page.size]
-        return events, ({"seq": events[-1].sequence} if more else None)
+        return split_page(events, page, lambda e: {"seq": e.sequence})
 
     def verify_organization(self, uow: UnitOfWork, ctx: CallContext) -> ChainVerification:
         """Verify the caller's organization's chain (admins only)."""

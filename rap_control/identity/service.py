@@ -20,7 +20,7 @@ from rap_control.db.engine import UnitOfWork
 from rap_control.identity import tokens
 from rap_control.identity.repository import IdentityRepository
 from rap_control.identity.types import ApiTokenInfo, IssuedToken, Organization, User, UserPatch
-from rap_control.paging import PageRequest, key_field
+from rap_control.paging import PageRequest, after_id, split_page
 from rap_control.principal import Actor, CallContext, Principal, Role
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
@@ -44,15 +44,6 @@ def _check_email(email: str) -> str:
             "email must look like name@example.org (at most 254 characters)", reason="bad_email"
         )
     return email
-
-
-def _after_id(page: PageRequest) -> uuid.UUID | None:
-    if not page.after:
-        return None
-    try:
-        return uuid.UUID(str(key_field(page.after, "id")))
-    except ValueError:
-        raise InvalidArgument("page_token is not valid", reason="bad_page_token") from None
 
 
 class IdentityService:
@@ -152,10 +143,8 @@ class IdentityService:
         self, uow: UnitOfWork, ctx: CallContext, page: PageRequest
     ) -> tuple[list[User], dict[str, Any] | None]:
         ctx.principal.require_admin("list users")
-        rows = IdentityRepository(uow.session).list_users(ctx.organization_id, _after_id(page), page.size + 1)
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        return rows, ({"id": str(rows[-1].id)} if more else None)
+        rows = IdentityRepository(uow.session).list_users(ctx.organization_id, after_id(page), page.size + 1)
+        return split_page(rows, page, lambda u: {"id": str(u.id)})
 
     def update_user(self, uow: UnitOfWork, ctx: CallContext, user_id: uuid.UUID, patch: UserPatch) -> User:
         """Change a user's role, name or disabled flag (admins only).
@@ -218,10 +207,8 @@ class IdentityService:
             ctx.principal.require_admin("list other users' tokens")
         repo = IdentityRepository(uow.session)
         repo.get_user(ctx.organization_id, target_id)  # NOT_FOUND for another organization's user
-        rows = repo.list_tokens(ctx.organization_id, target_id, _after_id(page), page.size + 1)
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        return rows, ({"id": str(rows[-1].id)} if more else None)
+        rows = repo.list_tokens(ctx.organization_id, target_id, after_id(page), page.size + 1)
+        return split_page(rows, page, lambda t: {"id": str(t.id)})
 
     def revoke_token(self, uow: UnitOfWork, ctx: CallContext, token_id: uuid.UUID) -> ApiTokenInfo:
         """Revoke a token of one's own, or (admins only) any token of the organization."""

@@ -16,7 +16,7 @@ from rap_common.errors import InvalidArgument
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
-from rap_control.paging import PageRequest, key_field
+from rap_control.paging import PageRequest, key_field, split_page
 from rap_control.policy.guard import ProductionGuard
 from rap_control.principal import CallContext
 from rap_control.resources.repository import ResourceRepository
@@ -72,10 +72,7 @@ class ResourceService:
         rows = ResourceRepository(uow.session).list(
             ctx.organization_id, limit=page.size + 1, after=after, protocol=protocol
         )
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        next_key = {"t": rows[-1].created_at.isoformat(), "id": str(rows[-1].id)} if more else None
-        return rows, next_key
+        return split_page(rows, page, lambda r: {"t": r.created_at.isoformat(), "id": str(r.id)})
 
     def update(
         self, uow: UnitOfWork, ctx: CallContext, resource_id: uuid.UUID, patch: ResourcePatch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -16,7 +17,7 @@ from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
 from rap_control.identity import tokens
-from rap_control.paging import PageRequest, key_field
+from rap_control.paging import PageRequest, after_id, split_page
 from rap_control.pki import certificates
 from rap_control.pki.authority import CertificateAuthority
 from rap_control.principal import Actor, CallContext
@@ -147,19 +148,11 @@ class WorkerEnrollment:
 
     def list_workers(
         self, uow: UnitOfWork, ctx: CallContext, page: PageRequest
-    ) -> tuple[list[Worker], dict[str, str] | None]:
+    ) -> tuple[list[Worker], dict[str, Any] | None]:
         """The organization's workers (admins only), by id."""
         ctx.principal.require_admin("list workers")
-        after = None
-        if page.after:
-            try:
-                after = uuid.UUID(str(key_field(page.after, "id")))
-            except ValueError:
-                raise InvalidArgument("page_token is not valid", reason="bad_page_token") from None
-        rows = WorkerRepository(uow.session).list(ctx.organization_id, after, page.size + 1)
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        return rows, ({"id": str(rows[-1].id)} if more else None)
+        rows = WorkerRepository(uow.session).list(ctx.organization_id, after_id(page), page.size + 1)
+        return split_page(rows, page, lambda w: {"id": str(w.id)})
 
     def revoke(self, uow: UnitOfWork, ctx: CallContext, worker_id: uuid.UUID) -> Worker:
         """Revoke a worker (admins only; idempotent). Its certificate is refused from
