@@ -69,6 +69,11 @@ class SecretStr:
         """The value. Call it only where the value is used, never to log."""
         return self._value
 
+    def drop(self) -> None:
+        """Forget the value. Python strings cannot be zeroed in place; this drops
+        this holder's reference so the memory can be reclaimed."""
+        self._value = ""
+
     def __len__(self) -> int:
         return len(self._value)
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from rap_common.errors import ConfigError
 from rap_control.keys.settings import KeySettings
+from rap_control.sessions.lifecycle import SessionTiming
 
 __all__ = ["ConfigError", "Environment", "Settings"]
 
@@ -55,6 +56,13 @@ class Settings:
     worker_listen_port: int = 50052
     # Extra names for the worker listener's certificate (besides localhost and its IP).
     worker_tls_names: tuple[str, ...] = ()
+    # A lease lapses this long after the last heartbeat that renewed it.
+    session_lease_ttl_seconds: int = 30
+    worker_heartbeat_seconds: int = 10
+
+    @property
+    def session_timing(self) -> SessionTiming:
+        return SessionTiming(self.session_lease_ttl_seconds, self.worker_heartbeat_seconds)
 
     @property
     def production(self) -> bool:
@@ -94,7 +102,14 @@ class Settings:
             worker_tls_names=tuple(
                 n.strip() for n in env.get("RAP_WORKER_TLS_NAMES", "").split(",") if n.strip()
             ),
+            session_lease_ttl_seconds=_int(env, "RAP_SESSION_LEASE_TTL_SECONDS", 30, low=2, high=3600),
+            worker_heartbeat_seconds=_int(env, "RAP_WORKER_HEARTBEAT_SECONDS", 10, low=1, high=600),
         )
+        if settings.session_lease_ttl_seconds < 2 * settings.worker_heartbeat_seconds:
+            raise ConfigError(
+                "RAP_SESSION_LEASE_TTL_SECONDS must be at least twice RAP_WORKER_HEARTBEAT_SECONDS, "
+                "or one late heartbeat would fail every session"
+            )
         if settings.production:
             settings.check_production()
         return settings

@@ -63,6 +63,10 @@ class Actor:
         return cls("user", str(principal.user_id), principal.organization_id, request_id)
 
     @classmethod
+    def worker(cls, worker_id: uuid.UUID, organization_id: uuid.UUID, request_id: str) -> Actor:
+        return cls("worker", str(worker_id), organization_id, request_id)
+
+    @classmethod
     def system(cls, request_id: str = "") -> Actor:
         return cls("system", "rapctl", None, request_id)
 

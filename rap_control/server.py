@@ -36,27 +36,20 @@ from rap.v1 import (
 )
 from rap_control.api.admin import AdminServicer
 from rap_control.api.audit import AuditServicer
-from rap_control.api.calls import Calls
 from rap_control.api.interceptor import RapServerInterceptor
-from rap_control.api.keys import KeyRpcs
-from rap_control.api.later import SecretResolverServicer, SessionServicer
+from rap_control.api.resolver import SecretResolverServicer
 from rap_control.api.resources import ResourceServicer
 from rap_control.api.secrets import SecretServicer
+from rap_control.api.sessions import SessionServicer
 from rap_control.api.workers import WorkerServicer
 from rap_control.audit.service import AuditLog
 from rap_control.config import ConfigError, Settings
 from rap_control.db.engine import Database
-from rap_control.identity.service import IdentityService
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
 from rap_control.pki import certificates
-from rap_control.pki.authority import CertificateAuthority
-from rap_control.policy.guard import ProductionGuard
+from rap_control.plane import Plane, build_plane
 from rap_control.principal import Actor
-from rap_control.resources.service import ResourceService
-from rap_control.secrets.rewrap import Rewrapper
-from rap_control.secrets.service import SecretStore
-from rap_control.workers.service import WorkerEnrollment
 
 log = logging.getLogger(__name__)
 
@@ -83,36 +76,31 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 async def build_server(
-    settings: Settings, db: Database, provider: KeyProvider
+    settings: Settings, db: Database, provider: KeyProvider, plane: Plane | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """A server with every rap.v1 service, health and reflection, bound but not started.
 
     Composition only: it touches no database. Call :func:`register_keys`
-    before serving secrets.
+    before serving secrets, and start ``plane`` (shared with the worker
+    server) to deliver sessions.
     """
-    audit = AuditLog()
-    identity = IdentityService(audit)
-    resources = ResourceService(audit, ProductionGuard(production=settings.production))
-    keys = KeyService(audit, provider)
-    store = SecretStore(audit, provider, keys)
-    calls = Calls(db, identity)
-    enrollment = WorkerEnrollment(audit, CertificateAuthority(provider, keys))
-    key_rpcs = KeyRpcs(calls, keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id)
-
+    plane = plane or build_plane(settings, db, provider)
+    calls = plane.calls
     server = grpc.aio.server(
         interceptors=[RapServerInterceptor()],
         # Two replicas on one host must never share a port by accident.
         options=[("grpc.so_reuseport", 0)],
     )
-    resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, resources), server)
+    resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, plane.resources), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(calls, identity, key_rpcs, enrollment), server
+        AdminServicer(calls, plane.identity, plane.key_rpcs, plane.enrollment, plane.coordination), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(calls, audit), server)
-    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(calls, store), server)
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(), server)
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(db, enrollment), server)
-    resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(calls, plane.audit), server)
+    secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(calls, plane.store), server)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(
+        SessionServicer(calls, plane.sessions, plane.coordination), server
+    )
+    _add_worker_services(server, plane)
 
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -142,8 +130,17 @@ WORKER_SERVICES = tuple(
 )
 
 
+def _add_worker_services(server: grpc.aio.Server, plane: Plane) -> None:
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(plane.db, plane.enrollment, plane.streams), server
+    )
+    resolver_pb2_grpc.add_SecretResolverServicer_to_server(
+        SecretResolverServicer(plane.db, plane.resolution), server
+    )
+
+
 async def build_worker_server(
-    settings: Settings, db: Database, provider: KeyProvider
+    settings: Settings, db: Database, provider: KeyProvider, plane: Plane | None = None
 ) -> tuple[grpc.aio.Server, int, str]:
     """The worker-facing listener: mTLS, client certificates from the platform CA only.
 
@@ -151,10 +148,8 @@ async def build_worker_server(
     so a worker verifies it with the bundle it got at enrollment. Returns the
     server (bound, not started), its port and the CA bundle.
     """
-    audit = AuditLog()
-    keys = KeyService(audit, provider)
-    authority = CertificateAuthority(provider, keys)
-    ca = await db.run(authority.get)
+    plane = plane or build_plane(settings, db, provider)
+    ca = await db.run(plane.authority.get)
     names = ["localhost", "127.0.0.1", *settings.worker_tls_names]
     if settings.worker_listen_host not in ("0.0.0.0", "::", "localhost", "127.0.0.1"):  # noqa: S104 - comparing, not binding
         names.append(settings.worker_listen_host)
@@ -174,10 +169,7 @@ async def build_worker_server(
         require_client_auth=True,
     )
     server = grpc.aio.server(interceptors=[RapServerInterceptor()], options=[("grpc.so_reuseport", 0)])
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(db, WorkerEnrollment(audit, authority)), server
-    )
-    resolver_pb2_grpc.add_SecretResolverServicer_to_server(SecretResolverServicer(), server)
+    _add_worker_services(server, plane)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *WORKER_SERVICES):
@@ -205,8 +197,10 @@ async def register_keys(db: Database, provider: KeyProvider) -> str:
 async def serve(settings: Settings, db: Database, provider: KeyProvider) -> None:
     """Run the control plane until SIGINT or SIGTERM."""
     await register_keys(db, provider)
-    server, port = await build_server(settings, db, provider)
-    worker_server, worker_port, _ = await build_worker_server(settings, db, provider)
+    plane = build_plane(settings, db, provider)
+    server, port = await build_server(settings, db, provider, plane)
+    worker_server, worker_port, _ = await build_worker_server(settings, db, provider, plane)
+    await plane.start()
     await server.start()
     await worker_server.start()
     log.info("worker-facing services (mTLS, platform CA) on %s:%d", settings.worker_listen_host, worker_port)
@@ -224,3 +218,4 @@ async def serve(settings: Settings, db: Database, provider: KeyProvider) -> None
     await stop.wait()
     log.info("stopping: finishing calls in flight (5 s at most)")
     await asyncio.gather(server.stop(grace=5), worker_server.stop(grace=5))
+    await plane.close()

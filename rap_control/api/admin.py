@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import admin_pb2, admin_pb2_grpc
+from rap_common.errors import Unavailable
 from rap_control.api import convert
 from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
 from rap_control.api.planned import DATA_PLANE, planned
+from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
 from rap_control.ids import parse_id, require_id
@@ -21,8 +24,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SERVICE_NAME = "rap.v1.AdminService"
 
     def __init__(
-        self, calls: Calls, identity: IdentityService, keys: KeyRpcs, enrollment: WorkerEnrollment
+        self,
+        calls: Calls,
+        identity: IdentityService,
+        keys: KeyRpcs,
+        enrollment: WorkerEnrollment,
+        coordination: Coordination,
     ) -> None:
+        self._coordination = coordination
         self._calls = calls
         self._identity = identity
         self._keys = keys
@@ -116,6 +125,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeWorker(self, request: Any, context: Any) -> admin_pb2.RevokeWorkerResponse:
         worker_id = require_id(request.id, "id")
         worker = await self._calls.run(lambda uow, call: self._enrollment.revoke(uow, call, worker_id))
+        # Close its stream now, wherever it is (its next heartbeat would anyway).
+        with contextlib.suppress(Unavailable):
+            await self._coordination.notify(WorkerEvent(EventKind.WORKER_REVOKED, worker_id))
         return admin_pb2.RevokeWorkerResponse(worker=convert.worker_to_proto(worker))
 
     async def ListEncryptionKeys(self, request: Any, context: Any) -> admin_pb2.ListEncryptionKeysResponse:

@@ -36,6 +36,11 @@ def current_peer_certificate() -> bytes:
     return certificate
 
 
+def optional_peer_certificate() -> bytes | None:
+    """The verified TLS client certificate (PEM), or None when the call came without one."""
+    return _peer_certificate.get()
+
+
 def current_token() -> str:
     """The bearer token of this call; UNAUTHENTICATED if the method took none."""
     token = _token.get()

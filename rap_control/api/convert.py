@@ -76,6 +76,10 @@ def protocol(value: int, field: str = "resource.protocol", *, required: bool = T
     return _PROTOCOLS[value]
 
 
+def protocol_to_proto(value: Protocol) -> resource_pb2.Protocol.ValueType:
+    return _PROTOCOLS_BACK[value]
+
+
 def role(value: int, *, required: bool) -> Role | None:
     if value == admin_pb2.ROLE_UNSPECIFIED and not required:
         return None

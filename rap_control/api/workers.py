@@ -1,13 +1,14 @@
-"""WorkerService: enrollment now; certificate renewal and the Connect stream come later."""
+"""WorkerService: enrollment, certificate renewal and the Connect stream."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import worker_pb2, worker_pb2_grpc
 from rap_control.api import convert
+from rap_control.api.connect import WorkerStreams
 from rap_control.api.context import current_peer_certificate, current_request_id
-from rap_control.api.planned import SESSIONS_AND_WORKERS, planned
 from rap_control.db.engine import Database
 from rap_control.workers.service import WorkerEnrollment
 
@@ -15,9 +16,10 @@ from rap_control.workers.service import WorkerEnrollment
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     SERVICE_NAME = "rap.v1.WorkerService"
 
-    def __init__(self, db: Database, enrollment: WorkerEnrollment) -> None:
+    def __init__(self, db: Database, enrollment: WorkerEnrollment, streams: WorkerStreams) -> None:
         self._db = db
         self._enrollment = enrollment
+        self._streams = streams
 
     async def Enroll(self, request: Any, context: Any) -> worker_pb2.EnrollResponse:
         """Authenticated by the one-time enrollment token in the request, not a bearer token."""
@@ -51,4 +53,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             expire_time=convert.timestamp(renewed.expires_at),
         )
 
-    Connect = planned(SESSIONS_AND_WORKERS)
+    def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[worker_pb2.ConnectResponse]:
+        """On the worker port: the client certificate says which worker is connecting."""
+        return self._streams.connect(request_iterator)

@@ -19,6 +19,9 @@ class InProcessCoordination:
     async def close(self) -> None:
         self._handler = None
 
+    async def ensure_available(self) -> None:
+        return None
+
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
         self._workers.add(worker_id)
 

@@ -109,6 +109,12 @@ class RedisCoordination:
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
+    async def ensure_available(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+
     async def healthy(self) -> bool:
         try:
             return bool(await self._redis.ping())

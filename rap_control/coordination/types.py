@@ -76,6 +76,10 @@ class Coordination(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ensure_available(self) -> None:
+        """Raise Unavailable when the bus cannot be reached (new session starts need it)."""
+        ...
+
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
         """Route the worker's events here (refresh it with every heartbeat)."""
         ...

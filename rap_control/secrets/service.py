@@ -116,12 +116,18 @@ class SecretStore:
         Raises NotFound when there is none, DataLoss when it fails its
         integrity checks, UnknownKey when its key is not configured here.
         """
+        return self.reveal_versioned(uow, organization_id, resource_id, secret_ref)[0]
+
+    def reveal_versioned(
+        self, uow: UnitOfWork, organization_id: uuid.UUID, resource_id: uuid.UUID, secret_ref: str
+    ) -> tuple[Credential, int]:
+        """:meth:`reveal`, with the secret's rotation version."""
         row = SecretRepository(uow.session).live_for_resource(organization_id, resource_id)
         if row is None or row.secret_ref != secret_ref:
             raise NotFound("no live secret matches that secret_ref", reason="secret_not_found")
         plaintext = envelope.open_sealed(self._provider, binding_of(row), sealed_of(row))
         try:
-            return payload.decode(plaintext)
+            return payload.decode(plaintext), row.rotation_version
         finally:
             plaintext.wipe()
 

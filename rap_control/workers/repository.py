@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
@@ -132,4 +133,39 @@ class WorkerRepository:
             update(m.Worker)
             .where(m.Worker.id == worker_id)
             .values(certificate_serial=serial, certificate_not_after=not_after)
+        )
+
+    def record_hello(
+        self, worker_id: uuid.UUID, protocols: Sequence[str], capacity: int, direct_url: str | None
+    ) -> None:
+        """The worker connected: online, with what it said it can do."""
+        self._s.execute(
+            update(m.Worker)
+            .where(m.Worker.id == worker_id, m.Worker.revoked_at.is_(None))
+            .values(
+                status="online",
+                protocols=list(protocols),
+                capacity=capacity,
+                direct_url=direct_url,
+                last_seen_at=func.now(),
+            )
+        )
+
+    def touch(self, worker_id: uuid.UUID) -> bool:
+        """A heartbeat: seen now, and online again (a stream that ended on another
+        replica may have marked it offline after it reconnected here). False when
+        the worker was revoked."""
+        row = self._s.execute(
+            update(m.Worker)
+            .where(m.Worker.id == worker_id, m.Worker.revoked_at.is_(None))
+            .values(status="online", last_seen_at=func.now())
+            .returning(m.Worker.id)
+        ).one_or_none()
+        return row is not None
+
+    def mark_offline(self, worker_id: uuid.UUID) -> None:
+        self._s.execute(
+            update(m.Worker)
+            .where(m.Worker.id == worker_id, m.Worker.status == "online")
+            .values(status="offline")
         )

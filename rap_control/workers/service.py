@@ -15,6 +15,7 @@ from rap_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from rap_common.secrets import SecretStr
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
+from rap_control.db import models as m
 from rap_control.db.engine import UnitOfWork
 from rap_control.identity import tokens
 from rap_control.paging import PageRequest, after_id, split_page
@@ -180,29 +181,15 @@ class WorkerEnrollment:
 
         Refused for a revoked worker, or a certificate the current CA did not issue.
         """
-        ca = self._ca.get(uow)
-        try:
-            presented = x509.load_pem_x509_certificate(peer_certificate_pem)
-            presented.verify_directly_issued_by(ca.certificate)
-        except (ValueError, TypeError, InvalidSignature):
-            raise Unauthenticated(
-                "the client certificate was not issued by the platform CA", reason="bad_client_certificate"
-            ) from None
-        worker_id = certificates.worker_id_of(presented)
-        if worker_id is None:
-            raise Unauthenticated("the client certificate names no worker", reason="bad_client_certificate")
         csr = certificates.parse_csr(csr_pem)
-        repo = WorkerRepository(uow.session)
-        worker = repo.get_any(worker_id, lock=True)
-        if worker is None:
-            raise Unauthenticated("the client certificate names an unknown worker", reason="unknown_worker")
-        if worker.revoked_at is not None:
-            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+        worker, presented = self.identify(uow, peer_certificate_pem, lock=True)
+        worker_id = worker.id
+        ca = self._ca.get(uow)
         certificate = certificates.issue_worker_certificate(
             ca.key, ca.certificate, csr, worker_id, list(worker.direct_host_names), datetime.now(UTC)
         )
         serial = format(certificate.serial_number, "x")
-        repo.record_certificate(worker_id, serial, certificate.not_valid_after_utc)
+        WorkerRepository(uow.session).record_certificate(worker_id, serial, certificate.not_valid_after_utc)
         self._audit.record(
             uow,
             Actor("worker", str(worker_id), worker.organization_id, request_id),
@@ -217,3 +204,30 @@ class WorkerEnrollment:
             ca_bundle_pem=ca.certificate_pem,
             expires_at=certificate.not_valid_after_utc,
         )
+
+    def identify(
+        self, uow: UnitOfWork, peer_certificate_pem: bytes, *, lock: bool = False
+    ) -> tuple[m.Worker, x509.Certificate]:
+        """The enrolled, unrevoked worker that a (transport-verified) client certificate names.
+
+        Refused when the certificate was not issued by the current platform CA
+        (UNAUTHENTICATED), names no or an unknown worker (UNAUTHENTICATED), or
+        names a revoked worker (PERMISSION_DENIED, reason ``worker_revoked``).
+        """
+        ca = self._ca.get(uow)
+        try:
+            presented = x509.load_pem_x509_certificate(peer_certificate_pem)
+            presented.verify_directly_issued_by(ca.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            raise Unauthenticated(
+                "the client certificate was not issued by the platform CA", reason="bad_client_certificate"
+            ) from None
+        worker_id = certificates.worker_id_of(presented)
+        if worker_id is None:
+            raise Unauthenticated("the client certificate names no worker", reason="bad_client_certificate")
+        worker = WorkerRepository(uow.session).get_any(worker_id, lock=lock)
+        if worker is None:
+            raise Unauthenticated("the client certificate names an unknown worker", reason="unknown_worker")
+        if worker.revoked_at is not None:
+            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+        return worker, presented

@@ -16,6 +16,7 @@ import grpc
 from rap_control.config import Settings
 from rap_control.db.engine import Database
 from rap_control.keys.provider import KeyProvider
+from rap_control.plane import Plane, build_plane
 from rap_control.server import build_server, build_worker_server, register_keys
 
 
@@ -31,6 +32,7 @@ class ServerThread:
     worker_port: int = 0
     platform_ca_pem: str = ""
     port: int = 0
+    plane: Plane | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -62,18 +64,21 @@ class ServerThread:
         self._stop = asyncio.Event()
         if self.register:
             await register_keys(self.db, self.provider)
-        server, self.port = await build_server(self.settings, self.db, self.provider)
+        self.plane = build_plane(self.settings, self.db, self.provider)
+        server, self.port = await build_server(self.settings, self.db, self.provider, self.plane)
         servers = [server]
         if self.workers:
             worker_server, self.worker_port, self.platform_ca_pem = await build_worker_server(
-                self.settings, self.db, self.provider
+                self.settings, self.db, self.provider, self.plane
             )
             servers.append(worker_server)
+        await self.plane.start()
         for s in servers:
             await s.start()
         self._ready.set()
         await self._stop.wait()
         await asyncio.gather(*(s.stop(grace=1) for s in servers))
+        await self.plane.close()
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:

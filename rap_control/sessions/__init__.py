@@ -1,0 +1,1 @@
+"""Sessions: start, leases, worker streams, the secret resolver and the sweeper."""

@@ -1,0 +1,277 @@
+"""All SQL of sessions and their leases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, any_, func, insert, select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from rap_common.errors import NotFound
+from rap_control.db import models as m
+from rap_control.sessions.types import LIVE_STATES, Channel, Session, SessionFilter, SessionState
+
+_LIVE = [s.value for s in LIVE_STATES]
+
+
+def _session(row: m.Session) -> Session:
+    return Session(
+        id=row.id,
+        organization_id=row.organization_id,
+        resource_id=row.resource_id,
+        user_id=row.user_id,
+        worker_id=row.worker_id,
+        state=SessionState(row.state),
+        channels=[Channel(c) for c in row.channels],
+        end_reason=row.end_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _interval(seconds: int) -> object:
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+class SessionRepository:
+    def __init__(self, session: OrmSession) -> None:
+        self._s = session
+
+    # -- sessions ---------------------------------------------------------
+
+    def insert(
+        self,
+        session_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        resource_id: uuid.UUID,
+        user_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        channels: list[Channel],
+    ) -> Session:
+        row = self._s.scalars(
+            insert(m.Session)
+            .values(
+                id=session_id,
+                organization_id=organization_id,
+                resource_id=resource_id,
+                user_id=user_id,
+                worker_id=worker_id,
+                state=SessionState.REQUESTED.value,
+                channels=[c.value for c in channels],
+            )
+            .returning(m.Session)
+        ).one()
+        return _session(row)
+
+    def get(
+        self, organization_id: uuid.UUID, session_id: uuid.UUID, *, user_id: uuid.UUID | None = None
+    ) -> Session:
+        """A session of the organization (and of ``user_id`` when given); NOT_FOUND otherwise."""
+        query = select(m.Session).where(
+            m.Session.id == session_id, m.Session.organization_id == organization_id
+        )
+        if user_id is not None:
+            query = query.where(m.Session.user_id == user_id)
+        row = self._s.scalars(query).one_or_none()
+        if row is None:
+            raise NotFound(f"session {session_id} not found", reason="session_not_found")
+        return _session(row)
+
+    def get_any(self, session_id: uuid.UUID, *, lock: bool = False) -> Session | None:
+        """A session by id whatever its organization: for the worker-side checks."""
+        query = select(m.Session).where(m.Session.id == session_id)
+        row = self._s.scalars(query.with_for_update() if lock else query).one_or_none()
+        return _session(row) if row is not None else None
+
+    def page(
+        self,
+        organization_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        flt: SessionFilter,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[Session]:
+        query = select(m.Session).where(m.Session.organization_id == organization_id)
+        if user_id is not None:
+            query = query.where(m.Session.user_id == user_id)
+        if flt.state is not None:
+            query = query.where(m.Session.state == flt.state.value)
+        if flt.resource_id is not None:
+            query = query.where(m.Session.resource_id == flt.resource_id)
+        if after is not None:
+            query = query.where(m.Session.id > after)
+        return [_session(r) for r in self._s.scalars(query.order_by(m.Session.id).limit(limit))]
+
+    def transition(
+        self,
+        session_id: uuid.UUID,
+        from_states: Iterable[SessionState],
+        to_state: SessionState,
+        *,
+        end_reason: str | None = None,
+        worker_id: uuid.UUID | None = None,
+    ) -> Session | None:
+        """Move a session to ``to_state`` if it is in one of ``from_states`` (and on
+        ``worker_id`` when given), in one conditional statement; None if it was not."""
+        conditions = [m.Session.id == session_id, m.Session.state.in_([s.value for s in from_states])]
+        if worker_id is not None:
+            conditions.append(m.Session.worker_id == worker_id)
+        values: dict[str, object] = {"state": to_state.value, "updated_at": func.now()}
+        if to_state in (SessionState.TERMINATED, SessionState.FAILED):
+            values |= {"end_reason": end_reason, "ended_at": func.now()}
+        row = self._s.scalars(
+            update(m.Session).where(*conditions).values(**values).returning(m.Session),
+            execution_options={"synchronize_session": False},
+        ).one_or_none()
+        return _session(row) if row is not None else None
+
+    def live_for_worker(self, worker_id: uuid.UUID) -> list[Session]:
+        rows = self._s.scalars(
+            select(m.Session)
+            .where(m.Session.worker_id == worker_id, m.Session.state.in_(_LIVE))
+            .order_by(m.Session.created_at)
+        )
+        return [_session(r) for r in rows]
+
+    def live_ids(self, worker_id: uuid.UUID, session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of ``session_ids`` that are live sessions of the worker."""
+        if not session_ids:
+            return set()
+        return set(
+            self._s.scalars(
+                select(m.Session.id).where(
+                    m.Session.id.in_(session_ids),
+                    m.Session.worker_id == worker_id,
+                    m.Session.state.in_(_LIVE),
+                )
+            )
+        )
+
+    def undelivered_for_worker(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(
+            self._s.scalars(
+                select(m.Session.id).where(
+                    m.Session.worker_id == worker_id, m.Session.state == SessionState.REQUESTED.value
+                )
+            )
+        )
+
+    # -- worker choice ----------------------------------------------------
+
+    def candidate_workers(
+        self, organization_id: uuid.UUID, protocol: str, seen_since: datetime
+    ) -> list[tuple[uuid.UUID, int, int]]:
+        """Online workers of the organization that speak ``protocol``, least loaded first:
+        (worker id, capacity, live sessions)."""
+        load = (
+            select(func.count())
+            .where(m.Session.worker_id == m.Worker.id, m.Session.state.in_(_LIVE))
+            .correlate(m.Worker)
+            .scalar_subquery()
+        )
+        query = (
+            select(m.Worker.id, m.Worker.capacity, load.label("load"))
+            .where(
+                m.Worker.organization_id == organization_id,
+                m.Worker.status == "online",
+                m.Worker.revoked_at.is_(None),
+                m.Worker.last_seen_at >= seen_since,
+                any_(m.Worker.protocols) == protocol,
+            )
+            .order_by(load, m.Worker.last_seen_at.desc())
+        )
+        return [(row[0], int(row[1]), int(row[2])) for row in self._s.execute(query)]
+
+    def lock_worker_load(self, worker_id: uuid.UUID) -> tuple[int, int] | None:
+        """Lock the worker row and count its live sessions again: (capacity, load),
+        or None if it went offline or was revoked meanwhile."""
+        row = self._s.execute(
+            select(m.Worker.capacity)
+            .where(m.Worker.id == worker_id, m.Worker.status == "online", m.Worker.revoked_at.is_(None))
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            return None
+        load = self._s.scalar(
+            select(func.count()).where(m.Session.worker_id == worker_id, m.Session.state.in_(_LIVE))
+        )
+        return row[0], int(load or 0)
+
+    # -- leases -----------------------------------------------------------
+
+    def insert_lease(
+        self, lease_id: uuid.UUID, session_id: uuid.UUID, worker_id: uuid.UUID, ttl_seconds: int
+    ) -> m.SessionLease:
+        return self._s.scalars(
+            insert(m.SessionLease)
+            .values(
+                id=lease_id,
+                session_id=session_id,
+                worker_id=worker_id,
+                expires_at=func.now() + _interval(ttl_seconds),
+            )
+            .returning(m.SessionLease)
+        ).one()
+
+    def lease_of(self, session_id: uuid.UUID) -> m.SessionLease | None:
+        """The session's current (unreleased) lease."""
+        return self._s.scalars(
+            select(m.SessionLease).where(
+                m.SessionLease.session_id == session_id, m.SessionLease.released_at.is_(None)
+            )
+        ).one_or_none()
+
+    def lease(self, lease_id: uuid.UUID) -> m.SessionLease | None:
+        return self._s.get(m.SessionLease, lease_id)
+
+    def renew_leases(self, worker_id: uuid.UUID, session_ids: list[uuid.UUID], ttl_seconds: int) -> int:
+        """Extend the unexpired leases of the worker's sessions that it says it runs."""
+        if not session_ids:
+            return 0
+        result = self._s.execute(
+            update(m.SessionLease)
+            .where(
+                m.SessionLease.worker_id == worker_id,
+                m.SessionLease.session_id.in_(session_ids),
+                m.SessionLease.released_at.is_(None),
+                m.SessionLease.expires_at > func.now(),
+            )
+            .values(expires_at=func.now() + _interval(ttl_seconds), renewed_at=func.now()),
+            execution_options={"synchronize_session": False},
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def release_lease(self, session_id: uuid.UUID) -> None:
+        self._s.execute(
+            update(m.SessionLease)
+            .where(m.SessionLease.session_id == session_id, m.SessionLease.released_at.is_(None))
+            .values(released_at=func.now()),
+            execution_options={"synchronize_session": False},
+        )
+
+    def lock_lapsed(self, limit: int) -> list[Session]:
+        """Live sessions whose lease has lapsed, locked; rows another replica is
+        sweeping are skipped."""
+        rows = self._s.scalars(
+            select(m.Session)
+            .join(
+                m.SessionLease,
+                and_(m.SessionLease.session_id == m.Session.id, m.SessionLease.released_at.is_(None)),
+            )
+            .where(m.Session.state.in_(_LIVE), m.SessionLease.expires_at < func.now())
+            .order_by(m.SessionLease.expires_at)
+            .limit(limit)
+            .with_for_update(of=m.Session, skip_locked=True)
+        )
+        return [_session(r) for r in rows]
+
+    def now(self) -> datetime:
+        value = self._s.scalar(select(func.now()))
+        assert isinstance(value, datetime)
+        return value
+
+    @staticmethod
+    def seen_since(now: datetime, stale_seconds: int) -> datetime:
+        return now - timedelta(seconds=stale_seconds)

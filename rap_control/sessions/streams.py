@@ -1,0 +1,219 @@
+"""The worker side of sessions: what a Connect stream's messages do.
+
+Each method is the database work of one stream message, run as its own
+unit of work: a long-lived stream never holds a database session.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from rap_common.errors import NotFound, PermissionDenied
+from rap_control.audit.service import AuditLog
+from rap_control.audit.types import EventType
+from rap_control.db.engine import UnitOfWork
+from rap_control.principal import Actor
+from rap_control.resources.repository import ResourceRepository
+from rap_control.sessions.leases import LeaseClaims, LeaseTokens
+from rap_control.sessions.lifecycle import Lifecycle, SessionTiming, reason_code
+from rap_control.sessions.repository import SessionRepository
+from rap_control.sessions.types import (
+    Assignment,
+    HeartbeatResult,
+    Session,
+    SessionState,
+    StreamSync,
+    WorkerHello,
+)
+from rap_control.workers.repository import WorkerRepository
+from rap_control.workers.service import WorkerEnrollment
+
+log = logging.getLogger(__name__)
+
+MAX_CAPACITY = 10_000
+_STARTABLE = (SessionState.REQUESTED, SessionState.ASSIGNED)
+
+
+class WorkerSessions:
+    def __init__(
+        self, audit: AuditLog, enrollment: WorkerEnrollment, leases: LeaseTokens, timing: SessionTiming
+    ) -> None:
+        self._audit = audit
+        self._enrollment = enrollment
+        self._leases = leases
+        self._timing = timing
+        self._lifecycle = Lifecycle(audit)
+
+    def hello(self, uow: UnitOfWork, peer_certificate_pem: bytes, hello: WorkerHello) -> StreamSync:
+        """A worker (re)connected: mark it online and re-sync it from PostgreSQL.
+
+        Every live session of the worker is sent again (with a fresh lease
+        token); sessions it reports that are no longer live are to be ended.
+        """
+        worker, _ = self._enrollment.identify(uow, peer_certificate_pem)
+        capacity = max(0, min(hello.capacity, MAX_CAPACITY))
+        WorkerRepository(uow.session).record_hello(
+            worker.id, [p.value for p in hello.protocols], capacity, hello.direct_url or None
+        )
+        repo = SessionRepository(uow.session)
+        live = repo.live_for_worker(worker.id)
+        assignments = []
+        for session in live:
+            if session.state is SessionState.REQUESTED:
+                session = (
+                    repo.transition(session.id, [SessionState.REQUESTED], SessionState.ASSIGNED) or session
+                )
+            assignment = self._assignment(uow, session)
+            if assignment is not None:
+                assignments.append(assignment)
+        live_ids = {s.id for s in live}
+        ended = [sid for sid in hello.session_ids if sid not in live_ids]
+        return StreamSync(worker.id, worker.organization_id, assignments, ended)
+
+    def heartbeat(
+        self, uow: UnitOfWork, worker_id: uuid.UUID, session_ids: list[uuid.UUID]
+    ) -> HeartbeatResult:
+        """Renew the leases of the sessions the worker runs; say which of them are
+        over, and deliver any session whose notice was lost."""
+        if not WorkerRepository(uow.session).touch(worker_id):
+            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+        repo = SessionRepository(uow.session)
+        repo.renew_leases(worker_id, session_ids, self._timing.lease_ttl_seconds)
+        live = repo.live_ids(worker_id, session_ids)
+        ended = [sid for sid in session_ids if sid not in live]
+        assignments = []
+        for sid in repo.undelivered_for_worker(worker_id):
+            assignment = self.deliver(uow, worker_id, sid)
+            if assignment is not None:
+                assignments.append(assignment)
+        return HeartbeatResult(assignments, ended)
+
+    def deliver(self, uow: UnitOfWork, worker_id: uuid.UUID, session_id: uuid.UUID) -> Assignment | None:
+        """Mark a requested session assigned and build its Assignment; None when it
+        was delivered already (by a heartbeat or another notice) or has ended."""
+        session = SessionRepository(uow.session).transition(
+            session_id, [SessionState.REQUESTED], SessionState.ASSIGNED, worker_id=worker_id
+        )
+        return self._assignment(uow, session) if session is not None else None
+
+    def acknowledge(
+        self,
+        uow: UnitOfWork,
+        worker_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        session_id: uuid.UUID,
+        accepted: bool,
+        reason: str,
+        request_id: str,
+    ) -> None:
+        """AssignmentAck: the worker starts the session, or refuses it (the session fails)."""
+        repo = SessionRepository(uow.session)
+        if accepted:
+            if repo.transition(session_id, _STARTABLE, SessionState.STARTING, worker_id=worker_id) is None:
+                log.info("ignored an ack of session %s: not startable on worker %s", session_id, worker_id)
+            return
+        self._lifecycle.end(
+            uow,
+            session_id,
+            SessionState.FAILED,
+            reason_code(reason, "refused_by_worker"),
+            Actor.worker(worker_id, organization_id, request_id),
+            worker_id=worker_id,
+        )
+
+    def update_state(
+        self,
+        uow: UnitOfWork,
+        worker_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        session_id: uuid.UUID,
+        state: SessionState,
+        reason: str,
+        request_id: str,
+    ) -> Session | None:
+        """SessionStateUpdate: active, terminated or failed, on the worker's own sessions only."""
+        actor = Actor.worker(worker_id, organization_id, request_id)
+        if state is SessionState.ACTIVE:
+            return SessionRepository(uow.session).transition(
+                session_id,
+                (SessionState.ASSIGNED, SessionState.STARTING),
+                SessionState.ACTIVE,
+                worker_id=worker_id,
+            )
+        if state in (SessionState.TERMINATED, SessionState.FAILED):
+            default = "ended_by_worker" if state is SessionState.TERMINATED else "failed_on_worker"
+            return self._lifecycle.end(
+                uow, session_id, state, reason_code(reason, default), actor, worker_id=worker_id
+            )
+        log.info("ignored a state update to %s for session %s", state.value, session_id)
+        return None
+
+    def bind_rejected(
+        self,
+        uow: UnitOfWork,
+        worker_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        session_id: str,
+        attachment_id: str,
+        jti: str,
+        user_id: str,
+        reason: str,
+        request_id: str,
+    ) -> None:
+        """A data-plane bind the worker refused: audited as data_plane_bind_rejected."""
+        self._audit.record(
+            uow,
+            Actor.worker(worker_id, organization_id, request_id),
+            EventType.DATA_PLANE_BIND_REJECTED,
+            target_type="session",
+            target_id=session_id[:64] or "-",
+            details={
+                "reason": reason_code(reason, "unspecified"),
+                "attachment_id": attachment_id[:64],
+                "jti": jti[:64],
+                "user_id": user_id[:64],
+            },
+        )
+
+    def disconnected(self, uow: UnitOfWork, worker_id: uuid.UUID) -> None:
+        WorkerRepository(uow.session).mark_offline(worker_id)
+
+    def _assignment(self, uow: UnitOfWork, session: Session) -> Assignment | None:
+        repo = SessionRepository(uow.session)
+        lease = repo.lease_of(session.id)
+        if lease is None or session.worker_id is None:
+            return None
+        try:
+            resource = ResourceRepository(uow.session).get(session.organization_id, session.resource_id)
+        except NotFound:
+            self._lifecycle.end(
+                uow,
+                session.id,
+                SessionState.FAILED,
+                "resource_deleted",
+                Actor.worker(session.worker_id, session.organization_id, ""),
+            )
+            return None
+        secret_ref = resource.secret_ref or ""
+        token, _exp = self._leases.issue(
+            uow,
+            LeaseClaims(
+                worker_id=session.worker_id,
+                session_id=session.id,
+                organization_id=session.organization_id,
+                resource_id=resource.id,
+                lease_id=lease.id,
+                secret_ref=secret_ref,
+            ),
+        )
+        return Assignment(
+            session=session,
+            protocol=resource.protocol,
+            address=resource.address,
+            secret_ref=secret_ref,
+            resource_metadata=resource.metadata,
+            lease_id=lease.id,
+            lease_token=token,
+            lease_expires_at=lease.expires_at,
+        )

@@ -1,0 +1,64 @@
+"""The sweeper: fails the sessions whose lease lapsed.
+
+Every replica runs one. Each pass locks a batch of lapsed sessions with
+SKIP LOCKED, so replicas share the work without doing any twice; each
+failure is audited (``session_failed``, reason ``lease_expired``) in the
+pass's transaction, and the workers are told afterwards to drop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from rap_common.errors import RapError
+from rap_control.audit.service import AuditLog
+from rap_control.db.engine import Database, UnitOfWork
+from rap_control.principal import Actor
+from rap_control.sessions.lifecycle import Lifecycle
+from rap_control.sessions.repository import SessionRepository
+from rap_control.sessions.types import EndedSession, SessionState
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class LeaseSweeper:
+    def __init__(self, db: Database, audit: AuditLog) -> None:
+        self._db = db
+        self._lifecycle = Lifecycle(audit)
+
+    def sweep_once(self, uow: UnitOfWork) -> list[EndedSession]:
+        """Fail one batch of lapsed sessions; returns them."""
+        ended = []
+        for session in SessionRepository(uow.session).lock_lapsed(BATCH):
+            done = self._lifecycle.end(
+                uow,
+                session.id,
+                SessionState.FAILED,
+                "lease_expired",
+                Actor("system", "lease-sweeper", None, ""),
+            )
+            if done is not None:
+                ended.append(EndedSession(done.id, done.worker_id))
+        return ended
+
+    async def run(self, interval: float, on_ended: Callable[[EndedSession], Awaitable[None]]) -> None:
+        """Sweep every ``interval`` seconds (jittered) until cancelled."""
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+            try:
+                while True:
+                    ended = await self._db.run(self.sweep_once)
+                    for item in ended:
+                        log.warning("session %s failed: its lease lapsed", item.session_id)
+                        await on_ended(item)
+                    if len(ended) < BATCH:
+                        break
+            except RapError as exc:
+                log.warning("lease sweep skipped: %s", exc.reason)
+            except Exception:
+                log.exception("lease sweep failed")

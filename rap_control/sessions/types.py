@@ -1,0 +1,110 @@
+"""Values the session services exchange."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rap_control.resources.types import Protocol
+
+
+class SessionState(StrEnum):
+    """requested -> assigned -> starting -> active -> terminated; failed from any live state.
+
+    requested: committed, not yet delivered to its worker; assigned: the
+    Assignment went out on the worker's stream; starting: the worker
+    accepted it; active: the worker reached the target.
+    """
+
+    REQUESTED = "requested"
+    ASSIGNED = "assigned"
+    STARTING = "starting"
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+LIVE_STATES = (SessionState.REQUESTED, SessionState.ASSIGNED, SessionState.STARTING, SessionState.ACTIVE)
+
+
+class Channel(StrEnum):
+    TERMINAL = "terminal"
+    CLIPBOARD = "clipboard"
+    FILE_UPLOAD = "file_upload"
+
+
+@dataclass(frozen=True)
+class Session:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    resource_id: uuid.UUID
+    user_id: uuid.UUID
+    worker_id: uuid.UUID | None
+    state: SessionState
+    channels: list[Channel]
+    end_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    state: SessionState | None = None
+    resource_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a worker is told to run: ids, the target, a lease token; never a credential."""
+
+    session: Session
+    protocol: Protocol
+    address: str
+    secret_ref: str
+    resource_metadata: dict[str, Any]
+    lease_id: uuid.UUID
+    lease_token: str
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkerHello:
+    version: str
+    protocols: list[Protocol]
+    capacity: int
+    direct_url: str
+    session_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class StreamSync:
+    """What a (re)connected worker must be told: its live sessions, and which of
+    the sessions it reports are over."""
+
+    worker_id: uuid.UUID
+    organization_id: uuid.UUID
+    assignments: list[Assignment]
+    ended: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    """Sessions to deliver now (left undelivered by a lost message) and sessions to end."""
+
+    assignments: list[Assignment]
+    ended: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class EndedSession:
+    """A session that ended, for the notice to its worker."""
+
+    session_id: uuid.UUID
+    worker_id: uuid.UUID | None

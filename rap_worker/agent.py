@@ -1,0 +1,404 @@
+"""The worker agent: the Connect stream, sessions, certificate renewal.
+
+``Agent.run()`` keeps one Connect stream to one of the control plane's
+replicas, reconnecting with jittered exponential backoff (trying the next
+replica each time). On every (re)connect it says which sessions it still
+runs; the control plane answers with the sessions it should run. For each
+Assignment it resolves the credential just in time, holds it in redacted
+holders in memory, reaches the target, and drops the credential when the
+session ends. It never touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format
+
+from rap.v1 import resolver_pb2, resolver_pb2_grpc, resource_pb2, session_pb2, worker_pb2, worker_pb2_grpc
+from rap_common.secrets import SecretBytes
+from rap_worker import __version__
+from rap_worker.adapters import AdapterError, Connection, ssh, tcp
+from rap_worker.channels import worker_channel
+from rap_worker.credentials import Credential, from_development_metadata, from_resolved
+from rap_worker.enroll import new_key_and_csr
+from rap_worker.state import StateDir, WorkerIdentity
+
+log = logging.getLogger(__name__)
+
+# grpc.aio.EOF ends a stream read; the stubs do not declare it.
+_EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009
+
+PROTOCOLS = {"ssh": resource_pb2.PROTOCOL_SSH, "tcp": resource_pb2.PROTOCOL_TCP}
+BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
+RESOLVE_TIMEOUT = 15.0
+
+OnActive = Callable[[str, Connection], Awaitable[None]]
+
+
+class WorkerRevoked(Exception):
+    """The control plane says this worker was revoked: the agent stops."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: Path
+    # The worker-facing (mTLS) addresses of the control plane's replicas.
+    targets: list[str]
+    protocols: list[str] = field(default_factory=lambda: ["ssh", "tcp"])
+    capacity: int = 16
+    direct_url: str = ""
+
+
+@dataclass(eq=False)
+class RunningSession:
+    assignment: worker_pb2.Assignment
+    task: asyncio.Task[None] | None = None
+    connection: Connection | None = None
+    active: bool = False
+
+
+def _request(**kwargs: Any) -> worker_pb2.ConnectRequest:
+    return worker_pb2.ConnectRequest(**kwargs)
+
+
+def _state(
+    session_id: str, state: session_pb2.SessionState.ValueType, reason: str = ""
+) -> worker_pb2.ConnectRequest:
+    return _request(
+        session_state_update=worker_pb2.SessionStateUpdate(session_id=session_id, state=state, reason=reason)
+    )
+
+
+def _rpc_reason(error: grpc.aio.AioRpcError) -> str:
+    metadata: Any = error.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == "rap-reason":
+            return str(value)
+    return error.code().name.lower()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, on_active: OnActive | None = None) -> None:
+        self.config = config
+        self.sessions: dict[str, RunningSession] = {}
+        self.worker_id = ""
+        self.connected = asyncio.Event()
+        self._state = StateDir(config.state_dir)
+        self._on_active = on_active
+        self._outbox: asyncio.Queue[worker_pb2.ConnectRequest] = asyncio.Queue()
+        self._channel: grpc.aio.Channel | None = None
+        self._stopping = asyncio.Event()
+        self._heartbeat_seconds = 10.0
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stream assignments until :meth:`shutdown` (or revocation, which raises WorkerRevoked)."""
+        attempt, index = 0, 0
+        try:
+            while not self._stopping.is_set():
+                target = self.config.targets[index % len(self.config.targets)]
+                try:
+                    if await self._stream(target):
+                        attempt = 0
+                except WorkerRevoked:
+                    raise
+                except (grpc.aio.AioRpcError, OSError, ConnectionError) as exc:
+                    detail = _rpc_reason(exc) if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                    log.warning("stream to %s ended: %s", target, detail)
+                finally:
+                    self.connected.clear()
+                if self._stopping.is_set():
+                    break
+                index += 1
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+                attempt = min(attempt + 1, 10)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            await self._end_all()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+
+    # -- the stream ------------------------------------------------------
+
+    async def _stream(self, target: str) -> bool:
+        """One Connect stream; True if it got as far as Welcome."""
+        identity = self._state.load()
+        async with worker_channel(target, identity) as channel:
+            self._channel = channel
+            call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect()  # type: ignore[call-arg]
+            stop = asyncio.create_task(self._stopping.wait())
+            try:
+                await call.write(
+                    _request(
+                        hello=worker_pb2.Hello(
+                            version=__version__,
+                            protocols=[PROTOCOLS[p] for p in self.config.protocols],
+                            capacity=self.config.capacity,
+                            direct_url=self.config.direct_url,
+                            session_ids=list(self.sessions),
+                        )
+                    )
+                )
+                welcome = await call.read()
+                if welcome is _EOF or welcome.WhichOneof("message") != "welcome":
+                    await self._raise_status(call)
+                    return False
+                self._welcome(welcome.welcome, target)
+                tasks = [
+                    asyncio.create_task(self._writer(call)),
+                    asyncio.create_task(self._heartbeats()),
+                    asyncio.create_task(self._renewals(channel)),
+                ]
+                for session_id, running in self.sessions.items():
+                    if running.active:
+                        self._send(_state(session_id, session_pb2.SESSION_STATE_ACTIVE))
+                try:
+                    while True:
+                        read = asyncio.create_task(call.read())
+                        done, _ = await asyncio.wait(
+                            {read, stop, *tasks}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if read not in done:
+                            read.cancel()
+                            for task in done:
+                                if task is not stop and task.exception() is not None:
+                                    raise task.exception()  # type: ignore[misc]
+                            return True
+                        message = read.result()
+                        if message is _EOF:
+                            await self._raise_status(call)
+                            return True
+                        self._dispatch(message)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+            finally:
+                stop.cancel()
+                call.cancel()
+                self._channel = None
+
+    async def _raise_status(self, call: Any) -> None:
+        code = await call.code()
+        if code == grpc.StatusCode.OK:
+            return
+        reason = ""
+        for key, value in await call.trailing_metadata() or ():
+            if key == "rap-reason":
+                reason = str(value)
+        if reason == "worker_revoked":
+            raise WorkerRevoked("the control plane revoked this worker")
+        log.warning("stream closed by the control plane: %s (%s)", code.name, reason or "no reason")
+
+    def _welcome(self, welcome: worker_pb2.Welcome, target: str) -> None:
+        self.worker_id = welcome.worker_id
+        self._heartbeat_seconds = max(
+            0.5, welcome.heartbeat_interval.seconds + welcome.heartbeat_interval.nanos / 1e9
+        )
+        self.connected.set()
+        env = "production" if welcome.environment == worker_pb2.ENVIRONMENT_PRODUCTION else "development"
+        log.info("connected to %s as worker %s (%s)", target, self.worker_id, env)
+
+    async def _writer(self, call: Any) -> None:
+        while True:
+            message = await self._outbox.get()
+            await call.write(message)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self._send(
+                _request(
+                    heartbeat=worker_pb2.Heartbeat(session_ids=list(self.sessions), load=len(self.sessions))
+                )
+            )
+            await asyncio.sleep(self._heartbeat_seconds)
+
+    def _send(self, message: worker_pb2.ConnectRequest) -> None:
+        self._outbox.put_nowait(message)
+
+    def _dispatch(self, message: worker_pb2.ConnectResponse) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "assignment":
+            self._assigned(message.assignment)
+        elif kind == "terminate":
+            running = self.sessions.get(message.terminate.session_id)
+            if running is not None and running.task is not None:
+                log.info(
+                    "session %s terminated by the control plane (%s)",
+                    message.terminate.session_id,
+                    message.terminate.reason,
+                )
+                running.task.cancel()
+        else:
+            log.debug("ignored a %s message", kind)
+
+    # -- sessions --------------------------------------------------------
+
+    def _assigned(self, assignment: worker_pb2.Assignment) -> None:
+        session_id = assignment.session_id
+        known = self.sessions.get(session_id)
+        if known is not None:
+            known.assignment = assignment  # a re-send after a reconnect: a fresh lease token
+            return
+        protocol = resource_pb2.Protocol.Name(assignment.protocol).removeprefix("PROTOCOL_").lower()
+        if protocol not in self.config.protocols or len(self.sessions) >= self.config.capacity:
+            reason = "protocol_unsupported" if protocol not in self.config.protocols else "at_capacity"
+            self._send(
+                _request(
+                    assignment_ack=worker_pb2.AssignmentAck(
+                        session_id=session_id, accepted=False, reason=reason
+                    )
+                )
+            )
+            return
+        running = RunningSession(assignment)
+        self.sessions[session_id] = running
+        self._send(_request(assignment_ack=worker_pb2.AssignmentAck(session_id=session_id, accepted=True)))
+        running.task = asyncio.create_task(self._run_session(running), name=f"session-{session_id}")
+
+    async def _run_session(self, running: RunningSession) -> None:
+        assignment = running.assignment
+        session_id = assignment.session_id
+        credential: Credential | None = None
+        try:
+            metadata = json_format.MessageToDict(assignment.resource_metadata)
+            credential = await self._credential(assignment, metadata)
+            running.connection = await self._connect(assignment, credential, metadata)
+            running.active = True
+            self._send(_state(session_id, session_pb2.SESSION_STATE_ACTIVE))
+            log.info("session %s is active", session_id)
+            if self._on_active is not None:
+                await self._on_active(session_id, running.connection)
+            await self._until_closed(running.connection)
+            self._send(_state(session_id, session_pb2.SESSION_STATE_TERMINATED, "target_closed"))
+        except AdapterError as exc:
+            log.warning("session %s failed: %s", session_id, exc.reason)
+            self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, exc.reason))
+        except grpc.aio.AioRpcError as exc:
+            reason = _rpc_reason(exc)
+            log.warning("session %s failed: the secret was not resolved (%s)", session_id, reason)
+            self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, f"resolve_{reason}"[:64]))
+        finally:
+            if credential is not None:
+                credential.drop()
+            if running.connection is not None:
+                with contextlib.suppress(Exception):
+                    await running.connection.close()
+            self.sessions.pop(session_id, None)
+
+    async def _credential(
+        self, assignment: worker_pb2.Assignment, metadata: dict[str, Any]
+    ) -> Credential | None:
+        if assignment.protocol == resource_pb2.PROTOCOL_TCP:
+            return None
+        if assignment.secret_ref:
+            return await self._resolve(assignment)
+        credential = from_development_metadata(assignment, metadata)
+        if credential is None:
+            raise AdapterError(
+                "no_credentials", "the resource has no secret_ref and no usable development credentials"
+            )
+        return credential
+
+    async def _resolve(self, assignment: worker_pb2.Assignment) -> Credential:
+        if self._channel is None:
+            raise AdapterError(
+                "not_connected", "no stream to the control plane to resolve the secret through"
+            )
+        response = await resolver_pb2_grpc.SecretResolverStub(self._channel).ResolveSecret(
+            resolver_pb2.ResolveSecretRequest(
+                organization_id=assignment.organization_id,
+                resource_id=assignment.resource_id,
+                worker_id=self.worker_id,
+                session_id=assignment.session_id,
+                secret_ref=assignment.secret_ref,
+                lease_token=assignment.lease_token,
+            ),
+            timeout=RESOLVE_TIMEOUT,
+        )
+        try:
+            return from_resolved(response)
+        finally:
+            response.Clear()
+
+    @staticmethod
+    async def _connect(
+        assignment: worker_pb2.Assignment, credential: Credential | None, metadata: dict[str, Any]
+    ) -> Connection:
+        if assignment.protocol == resource_pb2.PROTOCOL_SSH:
+            assert credential is not None
+            return await ssh.connect(assignment.address, credential, metadata)
+        return await tcp.connect(assignment.address)
+
+    @staticmethod
+    async def _until_closed(connection: Connection) -> None:
+        if isinstance(connection, ssh.SshConnection):
+            await connection.connection.wait_closed()
+        else:
+            await asyncio.Event().wait()  # a tunnel lives until terminated
+
+    async def _end_all(self) -> None:
+        tasks = [r.task for r in self.sessions.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- certificate renewal ------------------------------------------------
+
+    async def _renewals(self, channel: grpc.aio.Channel) -> None:
+        while True:
+            identity = self._state.load()
+            wait = seconds_until_renewal(identity, datetime.now(UTC))
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600))
+                continue
+            await self.renew(channel)
+
+    async def renew(self, channel: grpc.aio.Channel) -> None:
+        """A fresh key and certificate from the platform CA, written to the state directory."""
+        identity = self._state.load()
+        key_pem, csr_pem = new_key_and_csr(f"rap-worker-{self.worker_id}")
+        response = await worker_pb2_grpc.WorkerServiceStub(channel).RenewCertificate(
+            worker_pb2.RenewCertificateRequest(csr_pem=csr_pem), timeout=30
+        )
+        self._state.save(
+            WorkerIdentity(
+                worker_id=identity.worker_id,
+                key_pem=key_pem,
+                certificate_pem=response.certificate_pem.encode(),
+                ca_pem=response.ca_bundle_pem.encode(),
+            )
+        )
+        log.info(
+            "renewed the worker certificate; it expires %s", response.expire_time.ToDatetime().isoformat()
+        )
+
+
+def seconds_until_renewal(identity: WorkerIdentity, now: datetime) -> float:
+    """Renew when less than a third of the certificate's lifetime is left."""
+    certificate = identity.certificate()
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    renew_at = certificate.not_valid_after_utc - lifetime / 3
+    return (renew_at - now).total_seconds()
+
+
+def key_matches(identity: WorkerIdentity) -> bool:
+    """Whether the stored key belongs to the stored certificate."""
+    key = serialization.load_pem_private_key(identity.key_pem.reveal(), None)
+    return bool(key.public_key() == identity.certificate().public_key())
+
+
+__all__ = ["Agent", "AgentConfig", "SecretBytes", "WorkerRevoked", "seconds_until_renewal"]

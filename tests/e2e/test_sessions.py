@@ -1,0 +1,68 @@
+"""Sessions end to end: control plane, worker agent and sshd as separate processes.
+
+A secret-backed SSH resource whose password only the secret store knows
+becomes an active session through assignment-time resolution, and a
+command over it answers the target user's name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rap.v1 import session_pb2
+from tests.e2e.cluster import Cluster, cluster, states
+from tests.support import sshd as sshd_support
+from tests.support.sshd import Sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = sshd_support.start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def one(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    with cluster(postgres_url, tmp_path, None) as c:
+        yield c
+
+
+def _probe(path: Path, session_id: str, timeout: float = 20) -> str:
+    """What the worker's probe got from the command it ran over the session."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        for entry in map(json.loads, lines):
+            if entry["session_id"] == session_id:
+                return str(entry["output"])
+        time.sleep(0.05)
+    raise AssertionError(f"the worker ran no command over session {session_id}")
+
+
+def test_an_ssh_session_resolves_its_secret_and_runs_a_command(one: Cluster, sshd: Sshd) -> None:
+    resource_id = one.ssh_resource(sshd)
+    worker = one.enroll_worker("w1")
+    session = one.start(resource_id)
+    assert session.state == session_pb2.SESSION_STATE_REQUESTED
+    active = one.wait_state(session.id, states("active", "failed"))
+    assert active.state == session_pb2.SESSION_STATE_ACTIVE, active.end_reason
+    assert _probe(worker.probe_out, session.id).strip() == sshd.username
+    accessed = one.audit("resource_secret_accessed")
+    assert [e.target_id for e in accessed if e.details["session_id"] == session.id]
+    assert one.audit("session_started")
+    # The password is nowhere but in the ciphertext and the worker's memory.
+    for table, dump in one.table_dump().items():
+        assert sshd.password not in dump, table
+    assert sshd.password not in one.logs()
+
+    ended = one.admin.sessions.TerminateSession(session_pb2.TerminateSessionRequest(id=session.id)).session
+    assert ended.state == session_pb2.SESSION_STATE_TERMINATED
+    assert [e for e in one.audit("session_terminated") if e.target_id == session.id]

@@ -1,0 +1,52 @@
+"""The real worker agent, plus a probe the end-to-end tests read.
+
+It runs ``rap_worker.agent.Agent`` exactly as ``rap-worker run`` does; the
+only addition is the agent's ``on_active`` hook, through which the probe
+runs one command over each active SSH session (the way the data plane's
+terminal will use the same connection) and appends its output to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+from rap_common.logging import configure_logging
+from rap_worker.adapters import Connection
+from rap_worker.adapters.ssh import SshConnection
+from rap_worker.agent import Agent, AgentConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--control-worker", required=True)
+    parser.add_argument("--probe-command", default="whoami")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    configure_logging("DEBUG")
+    out = Path(args.out)
+
+    async def on_active(session_id: str, connection: Connection) -> None:
+        output = await connection.run(args.probe_command) if isinstance(connection, SshConnection) else ""
+        with out.open("a") as f:
+            f.write(json.dumps({"session_id": session_id, "output": output}) + "\n")
+
+    async def run() -> None:
+        agent = Agent(
+            AgentConfig(Path(args.state_dir), args.control_worker.split(","), ["ssh", "tcp"], 4),
+            on_active=on_active,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.shutdown)
+        await agent.run()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
