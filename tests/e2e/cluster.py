@@ -139,7 +139,7 @@ def cluster(
                 started.append(plane.start())
             db = Database(url, pool_size=2)
             try:
-                _org, admin, issued = db.run_sync(
+                org, _admin, issued = db.run_sync(
                     lambda uow: IdentityService(AuditLog()).bootstrap(uow, "e2e", "admin@e2e.test")
                 )
             finally:
@@ -149,7 +149,7 @@ def cluster(
                 url,
                 planes,
                 Client(planes[0].channel(), issued.token.reveal()),
-                str(_org.id),
+                str(org.id),
                 workers,
             )
             yield c

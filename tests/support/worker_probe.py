@@ -20,6 +20,11 @@ from rap_worker.adapters.ssh import SshConnection
 from rap_worker.agent import Agent, AgentConfig
 
 
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as f:
+        f.write(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", required=True)
@@ -32,8 +37,8 @@ def main() -> None:
 
     async def on_active(session_id: str, connection: Connection) -> None:
         output = await connection.run(args.probe_command) if isinstance(connection, SshConnection) else ""
-        with out.open("a") as f:
-            f.write(json.dumps({"session_id": session_id, "output": output}) + "\n")
+        line = json.dumps({"session_id": session_id, "output": output}) + "\n"
+        await asyncio.to_thread(_append, out, line)
 
     async def run() -> None:
         agent = Agent(
