@@ -81,7 +81,8 @@ class SecretResolution:
                 )
             worker, _ = self._enrollment.identify(uow, peer_certificate_pem, lock=False)
             worker_id = worker.id
-            session = self._check(uow, worker_id, request)
+            session = self._session(uow, worker_id, request)
+            self._check(uow, worker_id, session, request)
             resolved = self._reveal(uow, session, request)
         except RapError as refusal:
             self._record_denial(uow, request, refusal.reason, worker_id, session, request_id)
@@ -102,13 +103,19 @@ class SecretResolution:
         )
         return resolved
 
-    def _check(self, uow: UnitOfWork, worker_id: uuid.UUID, request: ResolveRequest) -> Session:
+    @staticmethod
+    def _session(uow: UnitOfWork, worker_id: uuid.UUID, request: ResolveRequest) -> Session:
         if _uuid(request.worker_id) != worker_id:
             raise _deny("worker_mismatch", "worker_id is not the worker of the client certificate")
         session_id = _uuid(request.session_id)
         session = SessionRepository(uow.session).get_any(session_id, lock=True) if session_id else None
         if session is None:
             raise _deny("session_not_found", "no such session", NotFound)
+        return session
+
+    def _check(
+        self, uow: UnitOfWork, worker_id: uuid.UUID, session: Session, request: ResolveRequest
+    ) -> None:
         if session.worker_id != worker_id:
             raise _deny("wrong_worker", "the session is not assigned to this worker")
         if _uuid(request.organization_id) != session.organization_id:
@@ -134,7 +141,6 @@ class SecretResolution:
             raise _deny("secret_ref_mismatch", "secret_ref is not the resource's secret_ref")
         if claims.secret_ref != resource.secret_ref:
             raise _deny("secret_ref_mismatch", "the lease token names another secret_ref")
-        return session
 
     def _reveal(self, uow: UnitOfWork, session: Session, request: ResolveRequest) -> Resolved:
         try:

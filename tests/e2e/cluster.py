@@ -47,15 +47,20 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def ssh_resource(self, sshd: Sshd, *, host_key: str | None = None, name: str | None = None) -> str:
+    def ssh_resource(self, sshd: Sshd, *, host_key: str | None = None) -> str:
+        return self.secret_resource(sshd.address, sshd.username, sshd.password, host_key or sshd.host_key)
+
+    def secret_resource(self, address: str, username: str, password: str, host_key: str = "") -> str:
+        """An SSH resource whose credential lives in the secret store only."""
         metadata = struct_pb2.Struct()
-        metadata.update({"ssh_host_key": host_key or sshd.host_key})
+        if host_key:
+            metadata.update({"ssh_host_key": host_key})
         resource = self.admin.resources.CreateResource(
             resource_pb2.CreateResourceRequest(
                 resource=resource_pb2.Resource(
-                    name=name or f"ssh-{uuid.uuid4().hex[:6]}",
+                    name=f"ssh-{uuid.uuid4().hex[:8]}",
                     protocol=resource_pb2.PROTOCOL_SSH,
-                    address=sshd.address,
+                    address=address,
                     metadata=metadata,
                 )
             )
@@ -63,7 +68,7 @@ class Cluster:
         self.admin.secrets.PutResourceSecret(
             secret_pb2.PutResourceSecretRequest(
                 resource_id=resource.id,
-                ssh=credentials_pb2.SshCredential(username=sshd.username, password=sshd.password),
+                ssh=credentials_pb2.SshCredential(username=username, password=password),
             )
         )
         return str(resource.id)
@@ -93,11 +98,11 @@ class Cluster:
             )
             time.sleep(0.1)
 
-    def audit(self, event_type: str = "") -> list[audit_pb2.AuditEvent]:
+    def audit(self, event_type: str = "", client: Client | None = None) -> list[audit_pb2.AuditEvent]:
         events: list[audit_pb2.AuditEvent] = []
         token = ""
         while True:
-            page = self.admin.audit.ListAuditEvents(
+            page = (client or self.admin).audit.ListAuditEvents(
                 audit_pb2.ListAuditEventsRequest(page_size=200, page_token=token, event_type=event_type)
             )
             events.extend(page.events)

@@ -99,16 +99,16 @@ class ControlPlane:
 def control_env(
     database_url: str, key_b64: str, redis_url: str | None, data_dir: Path, **extra: str
 ) -> dict[str, str]:
-    env = base_env(
-        DATABASE_URL=database_url,
-        SECRET_ENCRYPTION_KEY_B64=key_b64,
-        SECRET_ENCRYPTION_KEY_ID="e2e-kek",
-        RAP_DATA_DIR=str(data_dir),
-        RAP_SESSION_LEASE_TTL_SECONDS="6",
-        RAP_WORKER_HEARTBEAT_SECONDS="1",
-        RAP_LOG_LEVEL="DEBUG",
-        **extra,
-    )
+    settings = {
+        "DATABASE_URL": database_url,
+        "SECRET_ENCRYPTION_KEY_B64": key_b64,
+        "SECRET_ENCRYPTION_KEY_ID": "e2e-kek",
+        "RAP_DATA_DIR": str(data_dir),
+        "RAP_SESSION_LEASE_TTL_SECONDS": "6",
+        "RAP_WORKER_HEARTBEAT_SECONDS": "1",
+        "RAP_LOG_LEVEL": "DEBUG",
+    }
+    env = base_env(**(settings | extra))
     if redis_url:
         env["REDIS_URL"] = redis_url
     return env
