@@ -51,13 +51,19 @@ class RawWorker:
         return grpc.secure_channel(self.worker_target, credentials)
 
     def connect(
-        self, capacity: int = 8, protocols: tuple[int, ...] = (resource_pb2.PROTOCOL_SSH,)
+        self,
+        capacity: int = 8,
+        protocols: tuple[int, ...] = (resource_pb2.PROTOCOL_SSH,),
+        session_ids: list[str] | None = None,
     ) -> worker_pb2.Welcome:
-        """Open the stream, say Hello, and heartbeat every second until close()."""
+        """Open a stream, say Hello, and heartbeat every second until close()."""
+        self.responses, self._requests, self._stop = queue.Queue(), queue.Queue(), threading.Event()
         self._channel = self.channel()
         self._requests.put(
             worker_pb2.ConnectRequest(
-                hello=worker_pb2.Hello(version="raw", protocols=protocols, capacity=capacity)
+                hello=worker_pb2.Hello(
+                    version="raw", protocols=protocols, capacity=capacity, session_ids=session_ids or []
+                )
             )
         )
         stream = worker_pb2_grpc.WorkerServiceStub(self._channel).Connect(iter(self._requests.get, None))

@@ -1,0 +1,256 @@
+"""SessionService and the worker stream against an in-process control plane.
+
+The worker side is a RawWorker: enrolled for real, speaking Connect and
+ResolveSecret over mTLS, one message at a time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from rap.v1 import admin_pb2, credentials_pb2, resource_pb2, secret_pb2, session_pb2, worker_pb2
+from rap_control.audit.service import AuditLog
+from rap_control.config import Environment
+from rap_control.db.engine import Database
+from rap_control.keys.local import LocalKeyProvider
+from rap_control.sessions.sweeper import LeaseSweeper
+from tests.conftest import Org, _settings
+from tests.support.client import Client, rpc_error, trailer
+from tests.support.raw_worker import RawWorker
+from tests.support.server import ServerThread
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(db: Database, database_url: str, provider: LocalKeyProvider) -> Iterator[ServerThread]:
+    s = ServerThread(
+        _settings(Environment.DEVELOPMENT, None, database_url), db, provider, workers=True
+    ).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def admin(server: ServerThread, org: Org) -> Iterator[Client]:
+    with server.channel() as channel:
+        yield Client(channel, org.admin_token)
+
+
+@pytest.fixture
+def worker(server: ServerThread, admin: Client) -> Iterator[RawWorker]:
+    w = RawWorker(admin, server.target, f"127.0.0.1:{server.worker_port}")
+    w.connect()
+    yield w
+    w.close()
+
+
+def _resource(admin: Client, metadata: dict[str, object] | None = None, secret: bool = True) -> str:
+    md = struct_pb2.Struct()
+    md.update(metadata or {})
+    resource = admin.resources.CreateResource(
+        resource_pb2.CreateResourceRequest(
+            resource=resource_pb2.Resource(
+                name=f"r-{uuid.uuid4().hex[:8]}",
+                protocol=resource_pb2.PROTOCOL_SSH,
+                address="10.1.2.3",
+                metadata=md,
+            )
+        )
+    ).resource
+    if secret:
+        admin.secrets.PutResourceSecret(
+            secret_pb2.PutResourceSecretRequest(
+                resource_id=resource.id, ssh=credentials_pb2.SshCredential(username="u", password="p")
+            )
+        )
+    return str(resource.id)
+
+
+def _start(client: Client, resource_id: str, channels: list[int] | None = None) -> session_pb2.Session:
+    return client.sessions.StartSession(
+        session_pb2.StartSessionRequest(resource_id=resource_id, channels=channels or [])
+    ).session
+
+
+def _member(server: ServerThread, admin: Client) -> Client:
+    user = admin.admin.CreateUser(
+        admin_pb2.CreateUserRequest(
+            email=f"m-{uuid.uuid4().hex[:6]}@example.test", role=admin_pb2.ROLE_MEMBER
+        )
+    ).user
+    token = admin.admin.CreateApiToken(admin_pb2.CreateApiTokenRequest(user_id=user.id, name="t")).token
+    return Client(server.channel(), token)
+
+
+def test_without_an_online_worker_a_start_is_a_failed_precondition(admin: Client) -> None:
+    error = rpc_error(
+        admin.sessions.StartSession, session_pb2.StartSessionRequest(resource_id=_resource(admin))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert trailer(error, "rap-reason") == "no_worker_available"
+    assert not admin.sessions.ListSessions(session_pb2.ListSessionsRequest()).sessions
+
+
+def test_a_start_is_assigned_acknowledged_and_activated(admin: Client, worker: RawWorker) -> None:
+    session = _start(admin, _resource(admin))
+    assert session.state == session_pb2.SESSION_STATE_REQUESTED and session.worker_id == worker.worker_id
+    assignment = worker.assignment(session.id)
+    assert assignment.lease_token and assignment.secret_ref.startswith("rap-secret://")
+    assert assignment.environment == worker_pb2.ENVIRONMENT_DEVELOPMENT
+    got = admin.sessions.GetSession(session_pb2.GetSessionRequest(id=session.id)).session
+    assert got.state == session_pb2.SESSION_STATE_ASSIGNED
+    worker.accept(assignment)
+    worker.send(
+        session_state_update=worker_pb2.SessionStateUpdate(
+            session_id=session.id, state=session_pb2.SESSION_STATE_ACTIVE
+        )
+    )
+    _wait(admin, session.id, session_pb2.SESSION_STATE_ACTIVE)
+
+
+def _wait(client: Client, session_id: str, state: int, timeout: float = 10) -> session_pb2.Session:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = client.sessions.GetSession(session_pb2.GetSessionRequest(id=session_id)).session
+        if got.state == state:
+            return got
+        assert time.monotonic() < deadline, session_pb2.SessionState.Name(got.state)
+        time.sleep(0.05)
+
+
+def test_members_see_their_own_sessions_and_strangers_none(
+    server: ServerThread, admin: Client, worker: RawWorker, make_org
+) -> None:  # type: ignore[no-untyped-def]
+    resource_id = _resource(admin)
+    alice, bob = _member(server, admin), _member(server, admin)
+    mine = _start(alice, resource_id)
+    error = rpc_error(bob.sessions.GetSession, session_pb2.GetSessionRequest(id=mine.id))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    error = rpc_error(bob.sessions.TerminateSession, session_pb2.TerminateSessionRequest(id=mine.id))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert [s.id for s in alice.sessions.ListSessions(session_pb2.ListSessionsRequest()).sessions] == [
+        mine.id
+    ]
+    assert not bob.sessions.ListSessions(session_pb2.ListSessionsRequest()).sessions
+    assert mine.id in {s.id for s in admin.sessions.ListSessions(session_pb2.ListSessionsRequest()).sessions}
+    stranger = make_org()
+    with server.channel() as channel:
+        other = Client(channel, stranger.admin_token)
+        assert (
+            rpc_error(other.sessions.GetSession, session_pb2.GetSessionRequest(id=mine.id)).code()
+            == grpc.StatusCode.NOT_FOUND
+        )
+        error = rpc_error(
+            other.sessions.StartSession, session_pb2.StartSessionRequest(resource_id=resource_id)
+        )
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_terminate_reaches_the_worker_and_is_audited(admin: Client, worker: RawWorker) -> None:
+    session = _start(admin, _resource(admin))
+    worker.accept(worker.assignment(session.id))
+    ended = admin.sessions.TerminateSession(
+        session_pb2.TerminateSessionRequest(id=session.id, reason="operator_request")
+    ).session
+    assert ended.state == session_pb2.SESSION_STATE_TERMINATED and ended.end_reason == "operator_request"
+    while True:
+        message = worker.responses.get(timeout=10)
+        if message.WhichOneof("message") == "terminate":
+            assert message.terminate.session_id == session.id
+            break
+    again = admin.sessions.TerminateSession(session_pb2.TerminateSessionRequest(id=session.id)).session
+    assert again.state == session_pb2.SESSION_STATE_TERMINATED  # idempotent
+
+
+def test_a_deleted_secret_makes_a_start_a_failed_precondition(admin: Client, worker: RawWorker) -> None:
+    resource_id = _resource(admin)
+    admin.secrets.DeleteResourceSecret(secret_pb2.DeleteResourceSecretRequest(resource_id=resource_id))
+    error = rpc_error(admin.sessions.StartSession, session_pb2.StartSessionRequest(resource_id=resource_id))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert trailer(error, "rap-reason") == "secret_missing"
+
+
+def test_production_refuses_a_legacy_resource_with_plaintext_credentials(
+    prod_server: ServerThread, dev_server: ServerThread, org: Org
+) -> None:
+    # Stored before the guard existed (here: by the development server on the same database).
+    with dev_server.channel() as channel:
+        legacy = _resource(
+            Client(channel, org.admin_token), {"db": {"password": "Legacy-canary"}}, secret=False
+        )
+    with prod_server.channel() as channel:
+        error = rpc_error(
+            Client(channel, org.admin_token).sessions.StartSession,
+            session_pb2.StartSessionRequest(resource_id=legacy),
+        )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert trailer(error, "rap-reason") == "plaintext_credentials_in_metadata"
+    assert "metadata.db.password" in error.details() and "Legacy-canary" not in error.details()
+
+
+def test_the_resource_policy_narrows_the_channels(admin: Client, worker: RawWorker) -> None:
+    resource_id = _resource(admin, {"rap_channels": ["terminal"]})
+    session = _start(admin, resource_id, [session_pb2.CHANNEL_TERMINAL, session_pb2.CHANNEL_FILE_UPLOAD])
+    assert list(session.channels) == [session_pb2.CHANNEL_TERMINAL]
+    assert list(worker.assignment(session.id).channels) == [session_pb2.CHANNEL_TERMINAL]
+
+
+def test_a_reconnecting_worker_gets_its_live_sessions_and_ends_the_others(
+    server: ServerThread, admin: Client, worker: RawWorker
+) -> None:
+    session = _start(admin, _resource(admin))
+    first = worker.assignment(session.id)
+    worker.accept(first)
+    worker.close()
+    unknown = str(uuid.uuid4())
+    worker.connect(session_ids=[session.id, unknown])
+    resent = worker.assignment(session.id)
+    assert resent.lease_token != first.lease_token  # signed afresh
+    ended = []
+    while not ended:
+        message = worker.responses.get(timeout=10)
+        if message.WhichOneof("message") == "terminate":
+            ended.append(message.terminate.session_id)
+    assert ended == [unknown]
+
+
+def test_the_sweeper_fails_a_session_whose_lease_lapsed(
+    admin: Client, worker: RawWorker, db: Database, sql
+) -> None:  # type: ignore[no-untyped-def]
+    session = _start(admin, _resource(admin))
+    worker.accept(worker.assignment(session.id))
+    worker.session_ids.remove(session.id)  # its heartbeats stop renewing it
+    with sql.cursor() as cur:
+        cur.execute(
+            "UPDATE session_leases SET expires_at = now() - interval '1 second' WHERE session_id = %s",
+            (session.id,),
+        )
+    ended = db.run_sync(LeaseSweeper(db, AuditLog()).sweep_once)
+    assert session.id in {str(e.session_id) for e in ended}
+    got = admin.sessions.GetSession(session_pb2.GetSessionRequest(id=session.id)).session
+    assert (got.state, got.end_reason) == (session_pb2.SESSION_STATE_FAILED, "lease_expired")
+
+
+def test_heartbeats_renew_the_leases_of_the_sessions_the_worker_runs(
+    admin: Client, worker: RawWorker, sql
+) -> None:  # type: ignore[no-untyped-def]
+    session = _start(admin, _resource(admin))
+    worker.accept(worker.assignment(session.id))
+
+    def expiry() -> object:
+        with sql.cursor() as cur:
+            cur.execute("SELECT expires_at FROM session_leases WHERE session_id = %s", (session.id,))
+            return cur.fetchone()[0]
+
+    before = expiry()
+    deadline = time.monotonic() + 10
+    while expiry() == before:
+        assert time.monotonic() < deadline, "no heartbeat renewed the lease"
+        time.sleep(0.2)

@@ -1,0 +1,60 @@
+"""The worker agent's enrollment and certificate renewal against an in-process control plane."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rap.v1 import admin_pb2, audit_pb2
+from rap_control.config import Environment
+from rap_control.db.engine import Database
+from rap_control.keys.local import LocalKeyProvider
+from rap_control.pki import certificates
+from rap_worker.agent import Agent, AgentConfig, key_matches
+from rap_worker.channels import worker_channel
+from rap_worker.enroll import enroll
+from rap_worker.state import StateDir
+from tests.conftest import Org, _settings
+from tests.support.client import Client
+from tests.support.server import ServerThread
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(db: Database, database_url: str, provider: LocalKeyProvider) -> Iterator[ServerThread]:
+    s = ServerThread(
+        _settings(Environment.DEVELOPMENT, None, database_url), db, provider, workers=True
+    ).start()
+    yield s
+    s.stop()
+
+
+async def test_the_agent_renews_its_certificate_and_keeps_its_id(
+    server: ServerThread, org: Org, tmp_path: Path
+) -> None:
+    with server.channel() as channel:
+        admin = Client(channel, org.admin_token)
+        token = admin.admin.CreateWorkerEnrollmentToken(
+            admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="agent")
+        ).enrollment_token
+        identity = await enroll(server.target, token, "agent", ["agent.internal"], tls_ca_pem=None)
+        state = StateDir(tmp_path / "state")
+        state.save(identity)
+        target = f"127.0.0.1:{server.worker_port}"
+        agent = Agent(AgentConfig(state.path, [target]))
+        agent.worker_id = identity.worker_id
+        async with worker_channel(target, identity) as worker:
+            await agent.renew(worker)
+        renewed = state.load()
+        assert renewed.certificate().serial_number != identity.certificate().serial_number
+        assert str(certificates.worker_id_of(renewed.certificate())) == identity.worker_id
+        assert key_matches(renewed) and renewed.key_pem != identity.key_pem
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in state.path.iterdir())
+        events = admin.audit.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(event_type="worker_certificate_renewed")
+        ).events
+        assert [e.target_id for e in events] == [identity.worker_id]
