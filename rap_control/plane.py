@@ -68,6 +68,7 @@ class Plane:
         await self.coordination.start(self.streams.on_event)
         interval = max(0.5, self.settings.session_timing.lease_ttl_seconds / 3)
         self._tasks.append(asyncio.create_task(self.sweeper.run(interval, self._ended), name="rap-sweeper"))
+        self._tasks.append(asyncio.create_task(self.streams.run_heartbeats(), name="rap-heartbeats"))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -28,7 +28,7 @@ from rap_control.db.engine import Database
 from rap_control.resources.types import Protocol
 from rap_control.sessions.lifecycle import SessionTiming
 from rap_control.sessions.streams import WorkerSessions
-from rap_control.sessions.types import Assignment, WorkerHello
+from rap_control.sessions.types import Assignment, Beat, WorkerHello
 from rap_control.tokens.keyring import SigningKeyRing
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,47 @@ class WorkerStreams:
         self._timing = timing
         self._production = production
         self.hub = StreamHub()
+        self._beats: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]] = {}
+        self._flush_interval = min(1.0, timing.heartbeat_seconds / 4)
+
+    async def run_heartbeats(self) -> None:
+        """Flush the heartbeats received since the last flush, until cancelled."""
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            if not self._beats:
+                continue
+            batch, self._beats = self._beats, {}
+            try:
+                await self._flush(batch)
+            except RapError as exc:
+                log.warning("%d heartbeats not recorded: %s", len(batch), exc.reason)
+            except Exception:
+                log.exception("heartbeat flush failed")
+
+    async def _flush(self, batch: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]) -> None:
+        beats = [Beat(worker_id, ids) for worker_id, (ids, _) in batch.items()]
+        result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats))
+        for worker_id in result.revoked:
+            batch[worker_id][1].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
+        for worker_id, session_ids in result.ended.items():
+            for session_id in session_ids:
+                batch[worker_id][1].send(_terminate(session_id, "session_over"))
+        for worker_id, session_ids in result.undelivered.items():
+            for session_id in session_ids:
+                await self._deliver(worker_id, session_id)
+        alive = [w for w in batch if w not in result.revoked]
+        try:
+            await self._coordination.claim_workers(alive)
+        except Unavailable:
+            log.warning("could not refresh %d worker routes: the coordination bus is unavailable", len(alive))
+
+    async def _deliver(self, worker_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        stream = self.hub.get(worker_id)
+        if stream is None:
+            return
+        assignment = await self._db.run(lambda uow: self._sessions.deliver(uow, worker_id, session_id))
+        if assignment is not None:
+            stream.send(self._assignment(assignment))
 
     # -- events from the coordination bus ------------------------------
 
@@ -214,13 +255,9 @@ class WorkerStreams:
         kind = message.WhichOneof("message")
         worker_id, org = stream.worker_id, stream.organization_id
         if kind == "heartbeat":
-            ids = _ids(message.heartbeat.session_ids, "heartbeat.session_ids")
-            result = await self._db.run(lambda uow: self._sessions.heartbeat(uow, worker_id, ids))
-            for assignment in result.assignments:
-                stream.send(self._assignment(assignment))
-            for session_id in result.ended:
-                stream.send(_terminate(session_id, "session_over"))
-            await self._claim(worker_id)
+            # Batched: a replica with thousands of idle workers spends a few
+            # statements per flush on their heartbeats, not a transaction each.
+            self._beats[worker_id] = (_ids(message.heartbeat.session_ids, "heartbeat.session_ids"), stream)
         elif kind == "assignment_ack":
             ack = message.assignment_ack
             session_id = _ids([ack.session_id], "assignment_ack.session_id")[0]

@@ -25,6 +25,9 @@ class InProcessCoordination:
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
         self._workers.add(worker_id)
 
+    async def claim_workers(self, worker_ids: list[uuid.UUID]) -> None:
+        self._workers.update(worker_ids)
+
     async def release_worker(self, worker_id: uuid.UUID) -> None:
         self._workers.discard(worker_id)
 

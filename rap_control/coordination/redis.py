@@ -85,6 +85,17 @@ class RedisCoordination:
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
+    async def claim_workers(self, worker_ids: list[uuid.UUID]) -> None:
+        if not worker_ids:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for worker_id in worker_ids:
+                    pipe.set(self._route(worker_id), self.replica_id, ex=self._route_ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+
     async def release_worker(self, worker_id: uuid.UUID) -> None:
         # Only our own route: a worker that moved to another replica keeps that one.
         script = (

@@ -84,6 +84,10 @@ class Coordination(Protocol):
         """Route the worker's events here (refresh it with every heartbeat)."""
         ...
 
+    async def claim_workers(self, worker_ids: list[uuid.UUID]) -> None:
+        """:meth:`claim_worker` for many workers at once (a batch of heartbeats)."""
+        ...
+
     async def release_worker(self, worker_id: uuid.UUID) -> None:
         """Stop routing the worker here, if it still is."""
         ...

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, any_, func, insert, select, update
+from sqlalchemy import and_, any_, func, insert, select, text, update
 from sqlalchemy.orm import Session as OrmSession
 
 from rap_common.errors import NotFound
@@ -242,6 +242,47 @@ class SessionRepository:
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def renew_leases_of(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], ttl_seconds: int) -> None:
+        """Extend the unexpired leases of (worker id, session id) pairs, in one statement."""
+        if not pairs:
+            return
+        self._s.execute(
+            text(
+                "UPDATE session_leases l SET expires_at = now() + make_interval(secs => :ttl), "
+                "renewed_at = now() FROM unnest(CAST(:workers AS uuid[]), CAST(:sessions AS uuid[])) "
+                "AS v(worker_id, session_id) WHERE l.worker_id = v.worker_id "
+                "AND l.session_id = v.session_id AND l.released_at IS NULL AND l.expires_at > now()"
+            ),
+            {"ttl": ttl_seconds, "workers": [w for w, _ in pairs], "sessions": [s for _, s in pairs]},
+        )
+
+    def live_pairs(self, session_ids: Sequence[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
+        """(worker id, session id) of those of ``session_ids`` that are live."""
+        if not session_ids:
+            return set()
+        rows = self._s.execute(
+            select(m.Session.worker_id, m.Session.id).where(
+                m.Session.id.in_(session_ids), m.Session.state.in_(_LIVE)
+            )
+        )
+        return {(w, s) for w, s in rows if w is not None}
+
+    def undelivered_of(
+        self, worker_ids: Sequence[uuid.UUID], older_than_seconds: int
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(worker id, session id) of requested sessions of these workers whose notice
+        should have arrived by now."""
+        if not worker_ids:
+            return []
+        rows = self._s.execute(
+            select(m.Session.worker_id, m.Session.id).where(
+                m.Session.worker_id.in_(worker_ids),
+                m.Session.state == SessionState.REQUESTED.value,
+                m.Session.created_at < func.now() - _interval(older_than_seconds),
+            )
+        )
+        return [(w, s) for w, s in rows if w is not None]
 
     def release_lease(self, session_id: uuid.UUID) -> None:
         self._s.execute(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from rap_common.errors import NotFound, PermissionDenied
+from rap_common.errors import NotFound
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
@@ -20,7 +20,8 @@ from rap_control.sessions.lifecycle import Lifecycle, SessionTiming, reason_code
 from rap_control.sessions.repository import SessionRepository
 from rap_control.sessions.types import (
     Assignment,
-    HeartbeatResult,
+    Beat,
+    BeatsResult,
     Session,
     SessionState,
     StreamSync,
@@ -32,6 +33,8 @@ from rap_control.workers.service import WorkerEnrollment
 log = logging.getLogger(__name__)
 
 MAX_CAPACITY = 10_000
+# A session still requested this long after its start lost its notice: deliver it.
+UNDELIVERED_AFTER_SECONDS = 2
 _STARTABLE = (SessionState.REQUESTED, SessionState.ASSIGNED)
 
 
@@ -71,23 +74,24 @@ class WorkerSessions:
         ended = [sid for sid in hello.session_ids if sid not in live_ids]
         return StreamSync(worker.id, worker.organization_id, assignments, ended)
 
-    def heartbeat(
-        self, uow: UnitOfWork, worker_id: uuid.UUID, session_ids: list[uuid.UUID]
-    ) -> HeartbeatResult:
-        """Renew the leases of the sessions the worker runs; say which of them are
-        over, and deliver any session whose notice was lost."""
-        if not WorkerRepository(uow.session).touch(worker_id):
-            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+    def heartbeats(self, uow: UnitOfWork, beats: list[Beat]) -> BeatsResult:
+        """A batch of heartbeats, in a few statements whatever its size: mark the
+        workers seen, renew the leases of the sessions they run, and say which of
+        those are over and which sessions still wait for delivery."""
+        workers = list({b.worker_id for b in beats})
+        alive = WorkerRepository(uow.session).touch_many(workers)
         repo = SessionRepository(uow.session)
-        repo.renew_leases(worker_id, session_ids, self._timing.lease_ttl_seconds)
-        live = repo.live_ids(worker_id, session_ids)
-        ended = [sid for sid in session_ids if sid not in live]
-        assignments = []
-        for sid in repo.undelivered_for_worker(worker_id):
-            assignment = self.deliver(uow, worker_id, sid)
-            if assignment is not None:
-                assignments.append(assignment)
-        return HeartbeatResult(assignments, ended)
+        pairs = [(b.worker_id, s) for b in beats if b.worker_id in alive for s in b.session_ids]
+        repo.renew_leases_of(pairs, self._timing.lease_ttl_seconds)
+        live = repo.live_pairs([s for _, s in pairs])
+        ended: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for pair in pairs:
+            if pair not in live:
+                ended.setdefault(pair[0], []).append(pair[1])
+        undelivered: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for worker_id, session_id in repo.undelivered_of(list(alive), UNDELIVERED_AFTER_SECONDS):
+            undelivered.setdefault(worker_id, []).append(session_id)
+        return BeatsResult(set(workers) - alive, ended, undelivered)
 
     def deliver(self, uow: UnitOfWork, worker_id: uuid.UUID, session_id: uuid.UUID) -> Assignment | None:
         """Mark a requested session assigned and build its Assignment; None when it

@@ -95,11 +95,21 @@ class StreamSync:
 
 
 @dataclass(frozen=True)
-class HeartbeatResult:
-    """Sessions to deliver now (left undelivered by a lost message) and sessions to end."""
+class Beat:
+    """One heartbeat: the worker, and the sessions it says it runs."""
 
-    assignments: list[Assignment]
-    ended: list[uuid.UUID]
+    worker_id: uuid.UUID
+    session_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class BeatsResult:
+    """What a batch of heartbeats found: revoked workers, sessions they run that are
+    over, and sessions still waiting for delivery (their notice was lost)."""
+
+    revoked: set[uuid.UUID]
+    ended: dict[uuid.UUID, list[uuid.UUID]]
+    undelivered: dict[uuid.UUID, list[uuid.UUID]]
 
 
 @dataclass(frozen=True)

@@ -151,21 +151,24 @@ class WorkerRepository:
             )
         )
 
-    def touch(self, worker_id: uuid.UUID) -> bool:
-        """A heartbeat: seen now, and online again (a stream that ended on another
-        replica may have marked it offline after it reconnected here). False when
-        the worker was revoked."""
-        row = self._s.execute(
-            update(m.Worker)
-            .where(m.Worker.id == worker_id, m.Worker.revoked_at.is_(None))
-            .values(status="online", last_seen_at=func.now())
-            .returning(m.Worker.id)
-        ).one_or_none()
-        return row is not None
-
     def mark_offline(self, worker_id: uuid.UUID) -> None:
         self._s.execute(
             update(m.Worker)
             .where(m.Worker.id == worker_id, m.Worker.status == "online")
             .values(status="offline")
+        )
+
+    def touch_many(self, worker_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Heartbeats of many workers in one statement: seen now and online; returns
+        those that are not revoked."""
+        if not worker_ids:
+            return set()
+        return set(
+            self._s.scalars(
+                update(m.Worker)
+                .where(m.Worker.id.in_(worker_ids), m.Worker.revoked_at.is_(None))
+                .values(status="online", last_seen_at=func.now())
+                .returning(m.Worker.id),
+                execution_options={"synchronize_session": False},
+            )
         )
