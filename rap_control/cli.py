@@ -140,6 +140,50 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _workers_token(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import String, cast, or_, select
+
+    from rap_control.audit.service import AuditLog
+    from rap_control.db import models as m
+    from rap_control.db.engine import Database
+    from rap_control.keys.load import load_provider
+    from rap_control.keys.service import KeyService
+    from rap_control.pki.authority import CertificateAuthority
+    from rap_control.principal import Actor
+    from rap_control.workers.service import WorkerEnrollment
+
+    def issue(uow):  # type: ignore[no-untyped-def]
+        org = uow.session.scalar(
+            select(m.Organization.id).where(
+                or_(
+                    m.Organization.name == args.organization,
+                    cast(m.Organization.id, String) == args.organization,
+                )
+            )
+        )
+        if org is None:
+            raise ConfigError(f"no organization is named {args.organization!r} (give its name or id)")
+        enrollment = WorkerEnrollment(
+            AuditLog(), CertificateAuthority(provider, KeyService(AuditLog(), provider))
+        )
+        return enrollment.issue_token(uow, org, args.name, args.ttl, Actor.system(), None)
+
+    provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
+    db = Database(database_url(settings), pool_size=1)
+    try:
+        issued = db.run_sync(issue)
+    finally:
+        db.close()
+        provider.close()
+    print(
+        f"one-time enrollment token for worker {args.name!r}, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC:",
+        file=sys.stderr,
+    )
+    # stdout carries the token alone: `RAP_ENROLLMENT_TOKEN=$(rapctl workers token ...)`.
+    sys.stdout.write(issued.token.reveal() + "\n")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from rap_control.audit.service import AuditLog
     from rap_control.audit.types import chain_id_for
@@ -286,6 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     retire = keys_sub.add_parser("retire", help="retire KEY_ID; refused while any secret still needs it")
     retire.add_argument("key_id", metavar="KEY_ID")
     keys.set_defaults(func=_keys)
+    workers = sub.add_parser("workers", help="worker commands").add_subparsers(
+        dest="workers_command", required=True
+    )
+    token = workers.add_parser("token", help="a one-time enrollment token for a new worker (printed once)")
+    token.add_argument("--organization", required=True, help="the organization's name or id")
+    token.add_argument("--name", required=True, help="the worker's name")
+    token.add_argument("--ttl", type=int, default=0, help="seconds the token stays valid (default one hour)")
+    token.set_defaults(func=_workers_token)
     args = parser.parse_args(argv)
     return _guarded(args.func, args)
 

@@ -231,7 +231,8 @@ class WorkerEnrollmentToken(Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
     token_hash: Mapped[bytes] = mapped_column(unique=True)
     worker_name: Mapped[str] = mapped_column(String(128))
-    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    # None when an operator issued it with `rapctl workers token`.
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     worker_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("workers.id"))

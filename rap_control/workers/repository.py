@@ -39,7 +39,7 @@ class WorkerRepository:
         organization_id: uuid.UUID,
         token_hash: bytes,
         worker_name: str,
-        created_by: uuid.UUID,
+        created_by: uuid.UUID | None,
         expires_at: datetime,
     ) -> None:
         self._s.execute(

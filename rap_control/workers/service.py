@@ -60,6 +60,20 @@ class WorkerEnrollment:
     ) -> IssuedEnrollmentToken:
         """A one-time token that enrolls one worker into the caller's organization (admins only)."""
         ctx.principal.require_admin("create worker enrollment tokens")
+        return self.issue_token(
+            uow, ctx.organization_id, worker_name, ttl_seconds, ctx.actor, ctx.principal.user_id
+        )
+
+    def issue_token(
+        self,
+        uow: UnitOfWork,
+        organization_id: uuid.UUID,
+        worker_name: str,
+        ttl_seconds: int,
+        actor: Actor,
+        created_by: uuid.UUID | None,
+    ) -> IssuedEnrollmentToken:
+        """A one-time enrollment token, for an admin's call or an operator's `rapctl`."""
         ttl = timedelta(seconds=ttl_seconds) if ttl_seconds else DEFAULT_TOKEN_TTL
         if ttl_seconds < 0 or ttl > MAX_TOKEN_TTL:
             raise InvalidArgument(
@@ -68,19 +82,16 @@ class WorkerEnrollment:
         secret, token_hash, prefix = tokens.new_enrollment_token()
         expires_at = datetime.now(UTC) + ttl
         WorkerRepository(uow.session).insert_enrollment_token(
-            ctx.organization_id,
-            token_hash,
-            _name(worker_name, "worker_name"),
-            ctx.principal.user_id,
-            expires_at,
+            organization_id, token_hash, _name(worker_name, "worker_name"), created_by, expires_at
         )
         self._audit.record(
             uow,
-            ctx.actor,
+            actor,
             EventType.WORKER_ENROLLMENT_TOKEN_CREATED,
             target_type="worker_enrollment_token",
             target_id=prefix,
             details={"worker_name": worker_name, "ttl_seconds": int(ttl.total_seconds())},
+            organization_id=organization_id,
         )
         return IssuedEnrollmentToken(secret, expires_at)
 

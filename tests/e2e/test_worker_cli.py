@@ -111,3 +111,28 @@ def test_run_without_enrolling_says_what_to_do(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "rap-worker enroll" in result.stderr
+
+
+def test_an_operator_token_from_rapctl_enrolls_a_worker(plane: Cluster, tmp_path: Path) -> None:
+    env = {k: v for k, v in plane.a.env.items() if k != "RAP_LOG_LEVEL"}
+    issued = subprocess.run(
+        [str(BIN / "rapctl"), "workers", "token", "--organization", "e2e", "--name", "from-rapctl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert token.startswith("rap_enr_") and token not in issued.stderr
+    assert _enroll(plane, token, tmp_path / "state").returncode == 0
+    created = [e for e in plane.audit("worker_enrollment_token_created") if e.actor_type == "system"]
+    assert created and created[-1].details["worker_name"] == "from-rapctl"
+    unknown = subprocess.run(
+        [str(BIN / "rapctl"), "workers", "token", "--organization", "nobody", "--name", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "no organization is named 'nobody'" in unknown.stderr
