@@ -8,6 +8,7 @@ stays out of the way of the cases that age a lease by hand.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -133,6 +134,13 @@ def test_a_revoked_worker_is_refused(plane: Cluster, worker: RawWorker, resource
         assignment = _assigned(plane, doomed, resource_id)
         plane.admin.admin.RevokeWorker(admin_pb2.RevokeWorkerRequest(id=doomed.worker_id))
         _refused(plane, doomed.resolve, grpc.StatusCode.PERMISSION_DENIED, "worker_revoked", assignment)
+        # Its stream is closed too, with the reason.
+        deadline = time.monotonic() + 10
+        while doomed.error is None:
+            assert time.monotonic() < deadline, "the revoked worker's stream stayed open"
+            time.sleep(0.05)
+        assert doomed.error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert trailer(doomed.error, "rap-reason") == "worker_revoked"
     finally:
         doomed.close()
 
