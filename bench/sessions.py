@@ -301,10 +301,19 @@ async def session_rate(
             await run_in_flight(64, one)  # warm-up: connections, caches, the signing key
             latencies.clear()
             elapsed = await run_in_flight(sessions, one)
+            # For scale: one authenticated unary RPC doing one small unit of work.
+            some = list(waiters)[:64]
+
+            async def get(i: int) -> None:
+                await stub.GetSession(
+                    session_pb2.GetSessionRequest(id=some[i % len(some)]), metadata=metadata
+                )
+
+            get_rate = sessions / await run_in_flight(sessions, get)
             stop.set()
             await asyncio.gather(*runs, return_exceptions=True)
             p50, p99 = percentiles(latencies)
-            return sessions / elapsed, p50, p99, sum(w.errors for w in workers)
+            return sessions / elapsed, p50, p99, sum(w.errors for w in workers), get_rate
     finally:
         plane.stop()
         import shutil
@@ -454,7 +463,9 @@ def main() -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
 
     with tempfile.TemporaryDirectory() as tmp, fresh_database(server_url) as url:
-        rate, p50, p99, errors = asyncio.run(session_rate(url, Path(tmp), args.sessions, args.workers))
+        rate, p50, p99, errors, get_rate = asyncio.run(
+            session_rate(url, Path(tmp), args.sessions, args.workers)
+        )
     with tempfile.TemporaryDirectory() as tmp, fresh_database(server_url) as url:
         floor, f50, f99 = floor_rate(url, Path(tmp), args.sessions)
     report(
@@ -467,6 +478,11 @@ def main() -> int:
         f" (p50 {p50:.1f} ms, p99 {p99:.1f} ms, {errors} resolve errors)",
     )
     print(f"  floor latency: p50 {f50:.1f} ms, p99 {f99:.1f} ms", flush=True)
+    print(
+        f"  for scale: GetSession (one authenticated RPC, one small unit of work) at {IN_FLIGHT} in flight: "
+        f"{get_rate:,.1f} calls/s; a session takes two RPCs, three stream messages and four units of work",
+        flush=True,
+    )
     if args.streams:
         with tempfile.TemporaryDirectory() as tmp, fresh_database(server_url) as url:
             cores, alive, count = asyncio.run(idle_streams(url, Path(tmp), args.streams, args.window))
