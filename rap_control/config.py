@@ -33,6 +33,14 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class TrustMode(StrEnum):
+    """How clients verify a worker's direct data-plane endpoint."""
+
+    SMOKE_INSECURE = "smoke_insecure"
+    PUBLIC_CA = "public_ca"
+    PLATFORM_CA = "platform_ca"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the control plane reads from its environment."""
@@ -59,6 +67,16 @@ class Settings:
     # A lease lapses this long after the last heartbeat that renewed it.
     session_lease_ttl_seconds: int = 30
     worker_heartbeat_seconds: int = 10
+    # Data plane: how long an attachment's token lives, how clients may trust a
+    # worker's direct endpoint, and the gateway's public URL (none: no gateway).
+    data_plane_token_ttl_seconds: int = 120
+    direct_trust_mode: TrustMode = TrustMode.PLATFORM_CA
+    gateway_url: str | None = None
+
+    @property
+    def signed_token_overlap_seconds(self) -> int:
+        """How long a retired signing key stays published: past any token it signed."""
+        return max(self.data_plane_token_ttl_seconds, self.session_lease_ttl_seconds) + 60
 
     @property
     def session_timing(self) -> SessionTiming:
@@ -104,6 +122,11 @@ class Settings:
             ),
             session_lease_ttl_seconds=_int(env, "RAP_SESSION_LEASE_TTL_SECONDS", 30, low=2, high=3600),
             worker_heartbeat_seconds=_int(env, "RAP_WORKER_HEARTBEAT_SECONDS", 10, low=1, high=600),
+            data_plane_token_ttl_seconds=_int(env, "RAP_DATA_PLANE_TOKEN_TTL_SECONDS", 120, low=5, high=3600),
+            direct_trust_mode=_choice(
+                env, "DATA_PLANE_DIRECT_WORKER_TLS_TRUST_MODE", TrustMode, TrustMode.PLATFORM_CA
+            ),
+            gateway_url=_wss_url(env, "RAP_GATEWAY_URL"),
         )
         if settings.session_lease_ttl_seconds < 2 * settings.worker_heartbeat_seconds:
             raise ConfigError(
@@ -125,6 +148,15 @@ class Settings:
 
 
 E = TypeVar("E", bound=StrEnum)
+
+
+def _wss_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.startswith("wss://") or len(raw) > 300:
+        raise ConfigError(f"{name} must be a wss:// URL")
+    return raw
 
 
 class _LogLevel(StrEnum):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from rap_control.api.calls import Calls
 from rap_control.api.connect import WorkerStreams
 from rap_control.api.keys import KeyRpcs
+from rap_control.api.signing import SigningKeyRpcs
 from rap_control.audit.service import AuditLog
 from rap_control.config import Settings
 from rap_control.coordination.memory import InProcessCoordination
@@ -29,6 +30,7 @@ from rap_control.policy.guard import ProductionGuard
 from rap_control.resources.service import ResourceService
 from rap_control.secrets.rewrap import Rewrapper
 from rap_control.secrets.service import SecretStore
+from rap_control.sessions.attachments import Attachments
 from rap_control.sessions.leases import LeaseTokens
 from rap_control.sessions.resolver import SecretResolution
 from rap_control.sessions.service import SessionService
@@ -56,8 +58,10 @@ class Plane:
     authority: CertificateAuthority
     enrollment: WorkerEnrollment
     key_rpcs: KeyRpcs
+    signing_rpcs: SigningKeyRpcs
     ring: SigningKeyRing
     sessions: SessionService
+    attachments: Attachments
     streams: WorkerStreams
     resolution: SecretResolution
     sweeper: LeaseSweeper
@@ -98,7 +102,7 @@ def build_plane(
     store = SecretStore(audit, provider, keys)
     authority = CertificateAuthority(provider, keys)
     enrollment = WorkerEnrollment(audit, authority)
-    ring = SigningKeyRing(provider, keys)
+    ring = SigningKeyRing(provider, keys, audit)
     leases = LeaseTokens(ring, timing.lease_ttl_seconds)
     worker_sessions = WorkerSessions(audit, enrollment, leases, timing)
     return Plane(
@@ -117,8 +121,16 @@ def build_plane(
         key_rpcs=KeyRpcs(
             Calls(db, identity), keys, Rewrapper(db, provider, keys, audit), settings.operator_organization_id
         ),
+        signing_rpcs=SigningKeyRpcs(
+            Calls(db, identity),
+            ring,
+            coordination,
+            settings.operator_organization_id,
+            settings.signed_token_overlap_seconds,
+        ),
         ring=ring,
         sessions=SessionService(audit, timing, production=settings.production),
+        attachments=Attachments(audit, ring, settings.data_plane_token_ttl_seconds),
         streams=WorkerStreams(
             db, worker_sessions, ring, coordination, timing, production=settings.production
         ),

@@ -93,12 +93,18 @@ async def build_server(
     )
     resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, plane.resources), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(calls, plane.identity, plane.key_rpcs, plane.enrollment, plane.coordination), server
+        AdminServicer(
+            calls, plane.identity, plane.key_rpcs, plane.enrollment, plane.coordination, plane.signing_rpcs
+        ),
+        server,
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(calls, plane.audit), server)
     secret_pb2_grpc.add_SecretServiceServicer_to_server(SecretServicer(calls, plane.store), server)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(calls, plane.sessions, plane.coordination), server
+        SessionServicer(
+            calls, plane.sessions, plane.attachments, plane.authority, settings, plane.coordination
+        ),
+        server,
     )
     _add_worker_services(server, plane)
 

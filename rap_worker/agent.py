@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +31,13 @@ from rap.v1 import resolver_pb2, resolver_pb2_grpc, resource_pb2, session_pb2, w
 from rap_common.secrets import SecretBytes
 from rap_worker import __version__
 from rap_worker.adapters import AdapterError, Connection, ssh, tcp
-from rap_worker.channels import worker_channel
+from rap_worker.channels.terminal import Terminal
 from rap_worker.credentials import Credential, from_development_metadata, from_resolved
+from rap_worker.dataplane import PATH as DATAPLANE_PATH
+from rap_worker.dataplane import AttachmentInfo, DataPlane, SessionView
 from rap_worker.enroll import new_key_and_csr
-from rap_worker.state import StateDir, WorkerIdentity
+from rap_worker.rpc import worker_channel
+from rap_worker.state import CERT, KEY, StateDir, WorkerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class AgentConfig:
     protocols: list[str] = field(default_factory=lambda: ["ssh", "tcp"])
     capacity: int = 16
     direct_url: str = ""
+    # HOST:PORT for the direct data plane (WSS on the worker's certificate); empty: none.
+    direct_listen: str = ""
 
 
 @dataclass(eq=False)
@@ -100,12 +107,23 @@ class Agent:
         self._channel: grpc.aio.Channel | None = None
         self._stopping = asyncio.Event()
         self._heartbeat_seconds = 10.0
+        # Public keys of the control plane's data-plane tokens (from Welcome and updates).
+        self.jwks: dict[str, dict[str, str]] = {}
+        # How sessions that ended here ended, for the data plane's refusals; bounded.
+        self._ended: OrderedDict[str, str] = OrderedDict()
+        self.dataplane = DataPlane(self)
+        self.dataplane.channel_factories["terminal"] = Terminal
+        self._tls: ssl.SSLContext | None = None
+        self._direct_url = config.direct_url
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
         """Stream assignments until :meth:`shutdown` (or revocation, which raises WorkerRevoked)."""
         attempt, index = 0, 0
+        if self.config.direct_listen:
+            await self._start_dataplane()
         try:
             while not self._stopping.is_set():
                 target = self.config.targets[index % len(self.config.targets)]
@@ -128,6 +146,59 @@ class Agent:
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             await self._end_all()
+            await self.dataplane.stop()
+
+    async def _start_dataplane(self) -> None:
+        host, _, port = self.config.direct_listen.rpartition(":")
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._load_certificate()
+        bound_port = await self.dataplane.start(host, int(port), self._tls)
+        if not self._direct_url:
+            self._direct_url = f"wss://{host}:{bound_port}{DATAPLANE_PATH}"
+        log.info("direct data plane on %s", self._direct_url)
+
+    def _load_certificate(self) -> None:
+        if self._tls is not None:
+            self._tls.load_cert_chain(self._state.path / CERT, self._state.path / KEY)
+
+    # -- what the data plane asks -------------------------------------------
+
+    def live_session(self, session_id: str) -> SessionView | None:
+        running = self.sessions.get(session_id)
+        if running is None or not running.active:
+            return None
+        a = running.assignment
+        return SessionView(
+            a.session_id,
+            a.organization_id,
+            a.resource_id,
+            [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in a.channels],
+            running.connection,
+        )
+
+    def ended_state(self, session_id: str) -> str | None:
+        return self._ended.get(session_id)
+
+    def report_bind_rejected(
+        self, session_id: str, attachment_id: str, jti: str, user_id: str, reason: str
+    ) -> None:
+        self._send(
+            _request(
+                bind_rejected=worker_pb2.BindRejected(
+                    session_id=session_id,
+                    attachment_id=attachment_id,
+                    jti=jti,
+                    user_id=user_id,
+                    reason=reason,
+                )
+            )
+        )
+
+    def _mark_ended(self, session_id: str, how: str) -> None:
+        self._ended[session_id] = how
+        while len(self._ended) > 10_000:
+            self._ended.popitem(last=False)
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -148,7 +219,7 @@ class Agent:
                             version=__version__,
                             protocols=[PROTOCOLS[p] for p in self.config.protocols],
                             capacity=self.config.capacity,
-                            direct_url=self.config.direct_url,
+                            direct_url=self._direct_url,
                             session_ids=list(self.sessions),
                         )
                     )
@@ -205,6 +276,7 @@ class Agent:
 
     def _welcome(self, welcome: worker_pb2.Welcome, target: str) -> None:
         self.worker_id = welcome.worker_id
+        self._keys(welcome.jwks)
         self._heartbeat_seconds = max(
             0.5, welcome.heartbeat_interval.seconds + welcome.heartbeat_interval.nanos / 1e9
         )
@@ -226,6 +298,17 @@ class Agent:
             )
             await asyncio.sleep(self._heartbeat_seconds)
 
+    def _keys(self, jwks: Any) -> None:
+        self.jwks = {
+            k.kid: {"kid": k.kid, "kty": k.kty, "alg": k.alg, "use": k.use, "n": k.n, "e": k.e}
+            for k in jwks.keys
+        }
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _send(self, message: worker_pb2.ConnectRequest) -> None:
         self._outbox.put_nowait(message)
 
@@ -233,7 +316,24 @@ class Agent:
         kind = message.WhichOneof("message")
         if kind == "assignment":
             self._assigned(message.assignment)
+        elif kind == "signing_keys_update":
+            self._keys(message.signing_keys_update.jwks)
+        elif kind == "attachment_update":
+            update = message.attachment_update
+            info = AttachmentInfo(
+                update.attachment_id,
+                update.session_id,
+                update.user_id,
+                session_pb2.AttachmentState.Name(update.state).removeprefix("ATTACHMENT_STATE_").lower(),
+                [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in update.channels],
+            )
+            self._spawn(self.dataplane.attachment_update(info))
         elif kind == "terminate":
+            terminate = message.terminate
+            self._mark_ended(
+                terminate.session_id, "terminated" if terminate.reason == "terminated" else "failed"
+            )
+            self._spawn(self.dataplane.session_ended(terminate.session_id))
             running = self.sessions.get(message.terminate.session_id)
             if running is not None and running.task is not None:
                 log.info(
@@ -283,13 +383,16 @@ class Agent:
             if self._on_active is not None:
                 await self._on_active(session_id, running.connection)
             await self._until_closed(running.connection)
+            self._mark_ended(session_id, "terminated")
             self._send(_state(session_id, session_pb2.SESSION_STATE_TERMINATED, "target_closed"))
         except AdapterError as exc:
             log.warning("session %s failed: %s", session_id, exc.reason)
+            self._mark_ended(session_id, "failed")
             self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, exc.reason))
         except grpc.aio.AioRpcError as exc:
             reason = _rpc_reason(exc)
             log.warning("session %s failed: the secret was not resolved (%s)", session_id, reason)
+            self._mark_ended(session_id, "failed")
             self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, f"resolve_{reason}"[:64]))
         finally:
             if credential is not None:
@@ -382,6 +485,7 @@ class Agent:
                 ca_pem=response.ca_bundle_pem.encode(),
             )
         )
+        self._load_certificate()  # new direct connections get the new certificate
         log.info(
             "renewed the worker certificate; it expires %s", response.expire_time.ToDatetime().isoformat()
         )

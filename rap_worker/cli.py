@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         protocols=protocols,
         capacity=args.capacity,
         direct_url=args.direct_url,
+        direct_listen=args.direct_listen,
     )
     StateDir(config.state_dir).load()  # fail now, clearly, if not enrolled
 
@@ -99,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--state-dir", required=True)
     r.add_argument("--protocols", default="ssh,tcp")
     r.add_argument("--capacity", type=int, default=16)
-    r.add_argument("--direct-url", default="")
+    r.add_argument(
+        "--direct-listen", default="", help="HOST:PORT of the direct data plane (WSS); none without"
+    )
+    r.add_argument(
+        "--direct-url", default="", help="the wss:// URL clients use (default: from --direct-listen)"
+    )
     r.set_defaults(fn=_run)
     args = parser.parse_args(argv)
     configure_logging(args.log_level.upper())

@@ -9,7 +9,7 @@ from cryptography.x509.oid import NameOID
 
 from rap.v1 import worker_pb2, worker_pb2_grpc
 from rap_common.secrets import SecretBytes
-from rap_worker.channels import user_channel
+from rap_worker.rpc import user_channel
 from rap_worker.state import WorkerIdentity
 
 

@@ -11,7 +11,7 @@ from rap_common.errors import Unavailable
 from rap_control.api import convert
 from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
-from rap_control.api.planned import DATA_PLANE, planned
+from rap_control.api.signing import SigningKeyRpcs
 from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import UserPatch
@@ -30,8 +30,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         keys: KeyRpcs,
         enrollment: WorkerEnrollment,
         coordination: Coordination,
+        signing: SigningKeyRpcs,
     ) -> None:
         self._coordination = coordination
+        self._signing = signing
         self._calls = calls
         self._identity = identity
         self._keys = keys
@@ -141,5 +143,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def RewrapSecrets(self, request: Any, context: Any) -> AsyncIterator[admin_pb2.RewrapSecretsResponse]:
         return self._keys.rewrap(request)
 
-    GetJwks = planned(DATA_PLANE)
-    RotateSigningKey = planned(DATA_PLANE)
+    async def GetJwks(self, request: Any, context: Any) -> admin_pb2.GetJwksResponse:
+        return await self._signing.get_jwks()
+
+    async def RotateSigningKey(self, request: Any, context: Any) -> admin_pb2.RotateSigningKeyResponse:
+        return await self._signing.rotate()

@@ -24,8 +24,9 @@ from rap_common.errors import InvalidArgument, PermissionDenied, RapError, Unava
 from rap_control.api import convert, session_convert
 from rap_control.api.context import current_peer_certificate, current_request_id
 from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
-from rap_control.db.engine import Database
+from rap_control.db.engine import Database, UnitOfWork
 from rap_control.resources.types import Protocol
+from rap_control.sessions.attachments import Attachments
 from rap_control.sessions.lifecycle import SessionTiming
 from rap_control.sessions.streams import WorkerSessions
 from rap_control.sessions.types import Assignment, Beat, WorkerHello
@@ -181,6 +182,18 @@ class WorkerStreams:
                 stream.send(self._assignment(assignment))
         elif event.kind is EventKind.SESSION_TERMINATED and event.session_id is not None:
             stream.send(_terminate(event.session_id, "terminated"))
+        elif event.kind is EventKind.ATTACHMENT_UPDATED and event.attachment_id is not None:
+            attachment_id = event.attachment_id
+            attachment = await self._db.run(lambda uow: Attachments.get(uow, attachment_id))
+            if attachment is not None:
+                stream.send(session_convert.attachment_update(attachment))
+        elif event.kind is EventKind.SIGNING_KEYS_UPDATED:
+            jwks = await self._db.run(self._ring.jwks)
+            stream.send(
+                worker_pb2.ConnectResponse(
+                    signing_keys_update=worker_pb2.SigningKeysUpdate(jwks=session_convert.jwks_to_proto(jwks))
+                )
+            )
         elif event.kind is EventKind.WORKER_REVOKED:
             stream.close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
 
@@ -207,7 +220,7 @@ class WorkerStreams:
             raise InvalidArgument("the first message on Connect must be Hello", reason="hello_required")
         hello = self._hello(first.hello)
         sync = await self._db.run(lambda uow: self._sessions.hello(uow, peer, hello))
-        jwks = await self._db.run(self._ring.jwks)
+        jwks = await self._db.run(self._published_keys)
         stream = self.hub.open(sync.worker_id, sync.organization_id)
         await self._claim(sync.worker_id)
         log.info("worker %s connected (%d live sessions re-sent)", sync.worker_id, len(sync.assignments))
@@ -293,6 +306,11 @@ class WorkerStreams:
             )
         else:
             raise InvalidArgument(f"unexpected {kind or 'empty'} message on Connect", reason="bad_message")
+
+    def _published_keys(self, uow: UnitOfWork) -> dict[str, dict[str, str]]:
+        """The JWKS, with the ring's keys created first if they do not exist yet."""
+        self._ring.active(uow)
+        return self._ring.jwks(uow)
 
     def _hello(self, hello: Any) -> WorkerHello:
         protocols = []

@@ -7,7 +7,9 @@ from typing import Any
 from rap.v1 import jwk_pb2, resolver_pb2, session_pb2, worker_pb2
 from rap_common.errors import InvalidArgument
 from rap_control.api import convert
+from rap_control.policy.candidates import Candidate
 from rap_control.secrets.types import Credential, RdpCredential, SshCredential, VncCredential
+from rap_control.sessions.attachments import Attachment
 from rap_control.sessions.types import Assignment, Channel, Session, SessionState
 
 _STATES: dict[int, SessionState] = {
@@ -106,3 +108,50 @@ def credential_to_proto(credential: Credential, rotation_version: int) -> resolv
         response.vnc.username = credential.username
         response.vnc.password = credential.password.reveal()
     return response
+
+
+_KINDS = {
+    "direct_worker": session_pb2.CANDIDATE_KIND_DIRECT_WORKER,
+    "gateway": session_pb2.CANDIDATE_KIND_GATEWAY,
+}
+_TRUST = {
+    "smoke_insecure": session_pb2.TRUST_MODE_SMOKE_INSECURE,
+    "public_ca": session_pb2.TRUST_MODE_PUBLIC_CA,
+    "platform_ca": session_pb2.TRUST_MODE_PLATFORM_CA,
+}
+_ATTACHMENT_STATES = {
+    "active": session_pb2.ATTACHMENT_STATE_ACTIVE,
+    "detached": session_pb2.ATTACHMENT_STATE_DETACHED,
+    "superseded": session_pb2.ATTACHMENT_STATE_SUPERSEDED,
+}
+
+
+def attachment_to_proto(
+    attachment: Attachment, token: str, candidates: list[Candidate]
+) -> session_pb2.Attachment:
+    out = session_pb2.Attachment(
+        attachment_id=str(attachment.id),
+        session_id=str(attachment.session_id),
+        data_plane_token=token,
+        expire_time=convert.timestamp(attachment.expires_at),
+        state=_ATTACHMENT_STATES[attachment.state],
+    )
+    for c in candidates:
+        candidate = out.candidates.add(
+            kind=_KINDS[c.kind.value], url=c.url, trust_mode=_TRUST[c.trust_mode], smoke_only=c.smoke_only
+        )
+        if c.ca_bundle_pem:
+            candidate.ca_bundle_pem = c.ca_bundle_pem
+    return out
+
+
+def attachment_update(attachment: Attachment) -> worker_pb2.ConnectResponse:
+    return worker_pb2.ConnectResponse(
+        attachment_update=worker_pb2.AttachmentUpdate(
+            session_id=str(attachment.session_id),
+            attachment_id=str(attachment.id),
+            user_id=str(attachment.user_id),
+            state=_ATTACHMENT_STATES[attachment.state],
+            channels=[_CHANNELS_BACK[c] for c in attachment.channels],
+        )
+    )

@@ -1,10 +1,14 @@
 """The RS256 signing key ring: keys sealed under the KEK, a JWKS of public keys.
 
-The first key is created on first use (replicas that start together
-create one between them, under an advisory lock). Every token names its
-key in the ``kid`` header. Rotation (a next key published before it signs,
-a retired key published until its tokens have expired) builds on the
-``state`` and ``publish_until`` columns.
+The ring holds an active key, which signs, and a next key, published in the
+JWKS (and so on every worker) before it ever signs. Both are created on
+first use (replicas that start together create them between them, under an
+advisory lock). Rotation promotes next to active, retires the active key
+(it stays published until every token it signed has expired) and creates a
+new next key. Every token names its key in the ``kid`` header. A replica
+re-reads which key is active every few seconds, so a rotation on another
+replica takes effect here within that time; the retired key's overlap
+covers the tokens signed meanwhile.
 """
 
 from __future__ import annotations
@@ -15,26 +19,31 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 from jose.backends.base import Key
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import insert, or_, select, text, update
 
 from rap_common.secrets import SecretBytes
 from rap_common.tokens import ALGORITHM
+from rap_control.audit.service import AuditLog
+from rap_control.audit.types import EventType
 from rap_control.db import models as m
 from rap_control.db.engine import UnitOfWork
 from rap_control.keys import sealing
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
+from rap_control.principal import Actor
 
 RSA_BITS = 3072
 ISSUER = "rap-control-plane"
 _RING_LOCK = 0x5241504A4B  # "RAPJK", for pg_advisory_xact_lock
+# How long a replica trusts its cached idea of the active key.
+ACTIVE_RECHECK_SECONDS = 5.0
 
 
 def _b64(value: int) -> str:
@@ -62,21 +71,40 @@ class ActiveKey:
     signer: Key = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Rotation:
+    retired_kid: str
+    active_kid: str
+    next_kid: str
+    publish_until: datetime
+
+
 class SigningKeyRing:
-    def __init__(self, provider: KeyProvider, keys: KeyService) -> None:
+    def __init__(self, provider: KeyProvider, keys: KeyService, audit: AuditLog | None = None) -> None:
         self._provider = provider
         self._keys = keys
+        self._audit = audit or AuditLog()
         self._active: ActiveKey | None = None
+        self._checked_at = 0.0
         self._lock = threading.Lock()
 
     def active(self, uow: UnitOfWork) -> ActiveKey:
         """The key that signs now, created on first use and cached."""
         with self._lock:
+            now = time.monotonic()
+            if self._active is not None and now - self._checked_at > ACTIVE_RECHECK_SECONDS:
+                current = uow.session.scalar(select(m.SigningKey.kid).where(m.SigningKey.state == "active"))
+                if current != self._active.kid:
+                    self._active = None
+                self._checked_at = now
             if self._active is None:
                 row = self._active_row(uow)
-                if row is None:
+                if row is None or self._next_row(uow) is None:
                     uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RING_LOCK})
-                    row = self._active_row(uow) or self._create(uow)
+                    row = self._active_row(uow) or self._create(uow, "active")
+                    if self._next_row(uow) is None:
+                        self._create(uow, "next")
+                self._checked_at = now
                 pem = sealing.unseal(
                     self._provider,
                     row.key_id,
@@ -110,6 +138,42 @@ class SigningKeyRing:
         token = jwt.encode(body, key.signer, algorithm=ALGORITHM, headers={"kid": key.kid})
         return token, jti, now + ttl_seconds
 
+    def rotate(self, uow: UnitOfWork, actor: Actor, overlap_seconds: int) -> Rotation:
+        """Promote the next key, retire the active one (published ``overlap_seconds``
+        more, past the life of any token it signed) and create a new next key."""
+        self.active(uow)  # both keys exist
+        uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RING_LOCK})
+        active, upcoming = self._active_row(uow), self._next_row(uow)
+        assert active is not None and upcoming is not None
+        now = datetime.now(UTC)
+        publish_until = now + timedelta(seconds=overlap_seconds)
+        uow.session.execute(
+            update(m.SigningKey)
+            .where(m.SigningKey.kid == active.kid)
+            .values(state="retired", retired_at=now, publish_until=publish_until)
+        )
+        uow.session.execute(
+            update(m.SigningKey)
+            .where(m.SigningKey.kid == upcoming.kid)
+            .values(state="active", activated_at=now)
+        )
+        fresh = self._create(uow, "next")
+        self._audit.record(
+            uow,
+            actor,
+            EventType.SIGNING_KEY_ROTATED,
+            target_type="signing_key",
+            target_id=upcoming.kid,
+            details={
+                "retired_kid": active.kid,
+                "next_kid": fresh.kid,
+                "retired_published_until": publish_until.isoformat(),
+            },
+        )
+        with self._lock:
+            self._active = None
+        return Rotation(active.kid, upcoming.kid, fresh.kid, publish_until)
+
     def jwks(self, uow: UnitOfWork) -> dict[str, dict[str, str]]:
         """Every published public key by kid: next, active, and retired ones still within their overlap."""
         rows = uow.session.scalars(
@@ -125,7 +189,13 @@ class SigningKeyRing:
             select(m.SigningKey).where(m.SigningKey.state == "active").limit(1)
         ).one_or_none()
 
-    def _create(self, uow: UnitOfWork) -> m.SigningKey:
+    @staticmethod
+    def _next_row(uow: UnitOfWork) -> m.SigningKey | None:
+        return uow.session.scalars(
+            select(m.SigningKey).where(m.SigningKey.state == "next").limit(1)
+        ).one_or_none()
+
+    def _create(self, uow: UnitOfWork, state: str) -> m.SigningKey:
         private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         kid = secrets.token_urlsafe(12)
         pem = SecretBytes(
@@ -142,11 +212,11 @@ class SigningKeyRing:
             insert(m.SigningKey)
             .values(
                 kid=kid,
-                state="active",
+                state=state,
                 key_id=key_id,
                 sealed_private_key=sealed,
                 public_jwk=public_jwk(kid, private.public_key()),
-                activated_at=datetime.now(UTC),
+                activated_at=datetime.now(UTC) if state == "active" else None,
             )
             .returning(m.SigningKey)
         ).one()

@@ -172,3 +172,7 @@ class WorkerRepository:
                 execution_options={"synchronize_session": False},
             )
         )
+
+    def online_ids(self) -> Sequence[uuid.UUID]:
+        """Every online worker, of every organization (for platform-wide notices)."""
+        return tuple(self._s.scalars(select(m.Worker.id).where(m.Worker.status == "online")))

@@ -47,12 +47,24 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def ssh_resource(self, sshd: Sshd, *, host_key: str | None = None) -> str:
-        return self.secret_resource(sshd.address, sshd.username, sshd.password, host_key or sshd.host_key)
+    def ssh_resource(
+        self, sshd: Sshd, *, host_key: str | None = None, extra: dict[str, object] | None = None
+    ) -> str:
+        return self.secret_resource(
+            sshd.address, sshd.username, sshd.password, host_key or sshd.host_key, extra=extra
+        )
 
-    def secret_resource(self, address: str, username: str, password: str, host_key: str = "") -> str:
+    def secret_resource(
+        self,
+        address: str,
+        username: str,
+        password: str,
+        host_key: str = "",
+        extra: dict[str, object] | None = None,
+    ) -> str:
         """An SSH resource whose credential lives in the secret store only."""
         metadata = struct_pb2.Struct()
+        metadata.update(extra or {})
         if host_key:
             metadata.update({"ssh_host_key": host_key})
         resource = self.admin.resources.CreateResource(

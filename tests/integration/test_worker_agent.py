@@ -14,8 +14,8 @@ from rap_control.db.engine import Database
 from rap_control.keys.local import LocalKeyProvider
 from rap_control.pki import certificates
 from rap_worker.agent import Agent, AgentConfig, key_matches
-from rap_worker.channels import worker_channel
 from rap_worker.enroll import enroll
+from rap_worker.rpc import worker_channel
 from rap_worker.state import StateDir
 from tests.conftest import Org, _settings
 from tests.support.client import Client

@@ -140,6 +140,8 @@ class WorkerProcess:
                 str(state),
                 "--name",
                 name,
+                "--direct-host",
+                "127.0.0.1",
             ],
             env=base_env(RAP_ENROLLMENT_TOKEN=token),
             capture_output=True,
@@ -150,7 +152,7 @@ class WorkerProcess:
             raise RuntimeError(f"rap-worker enroll failed: {result.stderr}")
         return cls(state, directory / f"worker-{name}.log", directory / f"probe-{name}.jsonl")
 
-    def run(self, targets: list[str], probe_command: str = "whoami") -> WorkerProcess:
+    def run(self, targets: list[str], probe_command: str = "whoami", direct: bool = True) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -165,6 +167,7 @@ class WorkerProcess:
                     probe_command,
                     "--out",
                     str(self.probe_out),
+                    *(["--direct-listen", "127.0.0.1:0"] if direct else []),
                 ],
                 env=base_env(RAP_LOG_LEVEL="DEBUG"),
                 stdout=out,

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--control-worker", required=True)
     parser.add_argument("--probe-command", default="whoami")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--direct-listen", default="")
     args = parser.parse_args()
     configure_logging("DEBUG")
     out = Path(args.out)
@@ -42,7 +43,13 @@ def main() -> None:
 
     async def run() -> None:
         agent = Agent(
-            AgentConfig(Path(args.state_dir), args.control_worker.split(","), ["ssh", "tcp"], 4),
+            AgentConfig(
+                Path(args.state_dir),
+                args.control_worker.split(","),
+                ["ssh", "tcp"],
+                64,
+                direct_listen=args.direct_listen,
+            ),
             on_active=on_active,
         )
         loop = asyncio.get_running_loop()

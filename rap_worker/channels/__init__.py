@@ -1,0 +1,1 @@
+"""Data channels of a bound connection: terminal, clipboard, file upload."""

@@ -1,0 +1,309 @@
+"""The worker's direct data plane: an aiohttp WSS server on the worker's platform certificate.
+
+A client binds with the data-plane token of its attachment, sent in the
+``Authorization`` header or as the WebSocket subprotocol
+``rap.bearer.<token>`` (never in the URL). The worker verifies it with the
+published public keys only (RS256), then checks it against what the
+control plane told it: this worker, a live session of it, the session's
+organization and resource, the attachment (waiting a short, bounded time
+for an AttachmentUpdate that has not arrived yet), its user, the channels,
+and that the token was not used before. A refused bind is closed with the
+close code of its error class and the reason code, and reported to the
+control plane (audited as data_plane_bind_rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from rap.v1 import dataplane_pb2
+from rap_common import frames
+from rap_common.errors import FailedPrecondition, NotFound, PermissionDenied, RapError, Unauthenticated
+from rap_common.tokens import DATA_PLANE_AUDIENCE, TokenRejected, verify
+
+log = logging.getLogger(__name__)
+
+ISSUER = "rap-control-plane"
+ATTACHMENT_WAIT = 2.0
+PATH = "/v1/connect"
+
+
+@dataclass
+class AttachmentInfo:
+    attachment_id: str
+    session_id: str
+    user_id: str
+    state: str  # active | detached | superseded
+    channels: list[str]
+
+
+@dataclass
+class SessionView:
+    """What the data plane needs to know of a running session."""
+
+    session_id: str
+    organization_id: str
+    resource_id: str
+    channels: list[str]
+    connection: Any
+
+
+class Host(Protocol):
+    """The agent, as the data plane sees it."""
+
+    worker_id: str
+    jwks: dict[str, dict[str, str]]
+
+    def live_session(self, session_id: str) -> SessionView | None: ...
+
+    def ended_state(self, session_id: str) -> str | None: ...
+
+    def report_bind_rejected(
+        self, session_id: str, attachment_id: str, jti: str, user_id: str, reason: str
+    ) -> None: ...
+
+
+class BindRefused(Exception):
+    def __init__(self, error: RapError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+@dataclass
+class Bound:
+    session: SessionView
+    attachment: AttachmentInfo
+    claims: dict[str, Any]
+    socket: web.WebSocketResponse
+
+
+def _bearer(request: web.Request) -> tuple[str | None, str | None]:
+    """(token, the token subprotocol it came in, if any)."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip(), None
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    for protocol in offered:
+        if protocol.startswith(frames.TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(frames.TOKEN_SUBPROTOCOL_PREFIX) :], protocol
+    return None, None
+
+
+@dataclass
+class DataPlane:
+    host: Host
+    attachments: dict[str, AttachmentInfo] = field(default_factory=dict)
+    # jti -> exp, for replay refusal; bounded (tokens are short-lived).
+    _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _bound: dict[str, Bound] = field(default_factory=dict)
+    _attachment_arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    channel_factories: dict[str, Callable[[Bound], ChannelHandler]] = field(default_factory=dict)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    async def start(self, host: str, port: int, tls: ssl.SSLContext) -> int:
+        app = web.Application()
+        app.router.add_get(PATH, self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        for bound in list(self._bound.values()):
+            await bound.socket.close(code=frames.CLOSE_SESSION_ENDED, message=b"worker_stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- what the control plane says --------------------------------------
+
+    async def attachment_update(self, info: AttachmentInfo) -> None:
+        self.attachments[info.attachment_id] = info
+        async with self._attachment_arrived:
+            self._attachment_arrived.notify_all()
+        bound = self._bound.get(info.attachment_id)
+        if bound is not None and info.state != "active":
+            code = frames.CLOSE_SUPERSEDED if info.state == "superseded" else frames.CLOSE_DETACHED
+            await bound.socket.close(code=code, message=info.state.encode())
+
+    async def session_ended(self, session_id: str) -> None:
+        for bound in [b for b in self._bound.values() if b.session.session_id == session_id]:
+            await bound.socket.close(code=frames.CLOSE_SESSION_ENDED, message=b"session_ended")
+
+    # -- binding ----------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+        token, token_protocol = _bearer(request)
+        protocols = (frames.SUBPROTOCOL, token_protocol) if token_protocol else (frames.SUBPROTOCOL,)
+        socket = web.WebSocketResponse(protocols=protocols, max_msg_size=frames.MAX_FRAME, heartbeat=30)
+        await socket.prepare(request)
+        claims: dict[str, Any] = {}
+        try:
+            claims = self._verify(token)
+            bound = await self._bind(claims, socket)
+        except BindRefused as refused:
+            error = refused.error
+            log.warning("refused a data-plane bind: %s", error.reason)
+            self.host.report_bind_rejected(
+                str(claims.get("sid", ""))[:64],
+                str(claims.get("att", ""))[:64],
+                str(claims.get("jti", ""))[:64],
+                str(claims.get("sub", ""))[:64],
+                error.reason,
+            )
+            await socket.close(code=error.ws_close_code, message=error.reason.encode())
+            return socket
+        self._bound[bound.attachment.attachment_id] = bound
+        log.info(
+            "bound attachment %s of session %s", bound.attachment.attachment_id, bound.session.session_id
+        )
+        try:
+            await self._serve(bound)
+        finally:
+            if self._bound.get(bound.attachment.attachment_id) is bound:
+                del self._bound[bound.attachment.attachment_id]
+        return socket
+
+    def _verify(self, token: str | None) -> dict[str, Any]:
+        if not token:
+            raise BindRefused(Unauthenticated("send the data-plane token", reason="missing_token"))
+        try:
+            return verify(token, self.host.jwks, audience=DATA_PLANE_AUDIENCE, issuer=ISSUER)
+        except TokenRejected as exc:
+            raise BindRefused(exc) from None
+
+    async def _bind(self, claims: Mapping[str, Any], socket: web.WebSocketResponse) -> Bound:
+        def deny(reason: str, kind: type[RapError] = PermissionDenied) -> BindRefused:
+            return BindRefused(kind(f"bind refused: {reason}", reason=reason))
+
+        if claims.get("wrk") != self.host.worker_id:
+            raise deny("wrong_worker")
+        session_id = str(claims.get("sid", ""))
+        session = self.host.live_session(session_id)
+        if session is None:
+            ended = self.host.ended_state(session_id)
+            if ended is not None:
+                raise deny(f"session_{ended}", FailedPrecondition)
+            raise deny("unknown_session", NotFound)
+        if claims.get("org") != session.organization_id:
+            raise deny("wrong_organization")
+        if claims.get("res") != session.resource_id:
+            raise deny("wrong_resource")
+        wanted = claims.get("ch")
+        if not isinstance(wanted, list) or not set(wanted) <= set(session.channels):
+            raise deny("channels_beyond_policy")
+        attachment = await self._attachment(str(claims.get("att", "")))
+        if attachment is None:
+            raise deny("unknown_attachment")
+        if attachment.session_id != session_id:
+            raise deny("wrong_attachment")
+        if attachment.state != "active":
+            raise deny("old_attachment")
+        if claims.get("sub") != attachment.user_id:
+            raise deny("wrong_user")
+        if not set(wanted) <= set(attachment.channels):
+            raise deny("channels_beyond_policy")
+        self._remember(str(claims.get("jti", "")), float(claims.get("exp", 0)))
+        return Bound(session, attachment, dict(claims), socket)
+
+    async def _attachment(self, attachment_id: str) -> AttachmentInfo | None:
+        """The attachment, waiting up to ATTACHMENT_WAIT for its AttachmentUpdate."""
+        deadline = time.monotonic() + ATTACHMENT_WAIT
+        async with self._attachment_arrived:
+            while attachment_id not in self.attachments:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._attachment_arrived.wait(), left)
+                except TimeoutError:
+                    return None
+        return self.attachments[attachment_id]
+
+    def _remember(self, jti: str, exp: float) -> None:
+        now = time.time()
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        if not jti or jti in self._seen:
+            raise BindRefused(PermissionDenied("this token was used already", reason="replayed_jti"))
+        self._seen[jti] = exp
+
+    # -- a bound connection ----------------------------------------------
+
+    async def _serve(self, bound: Bound) -> None:
+        """Read frames and hand each to its channel; a frame of a channel the
+        token does not carry is answered with an error, not acted on."""
+        allowed = set(bound.claims.get("ch", []))
+        opened: dict[str, ChannelHandler] = {}
+        try:
+            for name in sorted(allowed):
+                factory = self.channel_factories.get(name)
+                if factory is not None:
+                    opened[name] = factory(bound)
+                    await opened[name].start()
+            async for message in bound.socket:
+                if message.type != WSMsgType.BINARY:
+                    if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                        break
+                    continue
+                try:
+                    frame = frames.decode(message.data)
+                except RapError as exc:
+                    await bound.socket.send_bytes(
+                        frames.control(dataplane_pb2.CONTROL_KIND_ERROR, exc.reason)
+                    )
+                    continue
+                reply = ping_reply(frame)
+                if reply is not None:
+                    await bound.socket.send_bytes(reply)
+                    continue
+                kind = frame.WhichOneof("body") or ""
+                channel = opened.get(CHANNEL_OF.get(kind, ""))
+                if channel is None:
+                    await bound.socket.send_bytes(
+                        frames.control(dataplane_pb2.CONTROL_KIND_ERROR, "channel_not_allowed", kind)
+                    )
+                    continue
+                await channel.on_frame(frame)
+        finally:
+            for channel in opened.values():
+                await channel.close()
+            if not bound.socket.closed:
+                await bound.socket.close()
+
+
+class ChannelHandler(Protocol):
+    async def start(self) -> None: ...
+
+    async def on_frame(self, frame: dataplane_pb2.DataPlaneFrame) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+CHANNEL_OF = {
+    "terminal_data": "terminal",
+    "terminal_resize": "terminal",
+    "clipboard_text": "clipboard",
+    "file_upload_begin": "file_upload",
+    "file_upload_chunk": "file_upload",
+    "file_upload_end": "file_upload",
+}
+
+
+def ping_reply(frame: dataplane_pb2.DataPlaneFrame) -> bytes | None:
+    if frame.HasField("control") and frame.control.kind == dataplane_pb2.CONTROL_KIND_PING:
+        return frames.control(dataplane_pb2.CONTROL_KIND_PONG)
+    return None
