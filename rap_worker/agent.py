@@ -32,6 +32,7 @@ from rap_common.secrets import SecretBytes
 from rap_worker import __version__
 from rap_worker.adapters import AdapterError, Connection, ssh, tcp
 from rap_worker.channels.terminal import Terminal
+from rap_worker.channels.upload import FileUpload
 from rap_worker.credentials import Credential, from_development_metadata, from_resolved
 from rap_worker.dataplane import PATH as DATAPLANE_PATH
 from rap_worker.dataplane import AttachmentInfo, DataPlane, SessionView
@@ -112,7 +113,9 @@ class Agent:
         # How sessions that ended here ended, for the data plane's refusals; bounded.
         self._ended: OrderedDict[str, str] = OrderedDict()
         self.dataplane = DataPlane(self)
-        self.dataplane.channel_factories["terminal"] = Terminal
+        self.dataplane.channel_factories["terminal"] = Terminal.of
+        self.dataplane.channel_factories["clipboard"] = Terminal.of
+        self.dataplane.channel_factories["file_upload"] = FileUpload
         self._tls: ssl.SSLContext | None = None
         self._direct_url = config.direct_url
         self._background: set[asyncio.Task[None]] = set()
@@ -175,6 +178,7 @@ class Agent:
             a.resource_id,
             [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in a.channels],
             running.connection,
+            json_format.MessageToDict(a.resource_metadata),
         )
 
     def ended_state(self, session_id: str) -> str | None:

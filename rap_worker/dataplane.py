@@ -55,6 +55,7 @@ class SessionView:
     resource_id: str
     channels: list[str]
     connection: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Host(Protocol):
@@ -84,6 +85,8 @@ class Bound:
     attachment: AttachmentInfo
     claims: dict[str, Any]
     socket: web.WebSocketResponse
+    # Objects the channels of one connection share (the terminal's PTY).
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 def _bearer(request: web.Request) -> tuple[str | None, str | None]:
@@ -253,7 +256,8 @@ class DataPlane:
                 factory = self.channel_factories.get(name)
                 if factory is not None:
                     opened[name] = factory(bound)
-                    await opened[name].start()
+            for channel in {id(c): c for c in opened.values()}.values():
+                await channel.start()
             async for message in bound.socket:
                 if message.type != WSMsgType.BINARY:
                     if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
@@ -271,15 +275,15 @@ class DataPlane:
                     await bound.socket.send_bytes(reply)
                     continue
                 kind = frame.WhichOneof("body") or ""
-                channel = opened.get(CHANNEL_OF.get(kind, ""))
-                if channel is None:
+                target = opened.get(CHANNEL_OF.get(kind, ""))
+                if target is None:
                     await bound.socket.send_bytes(
                         frames.control(dataplane_pb2.CONTROL_KIND_ERROR, "channel_not_allowed", kind)
                     )
                     continue
-                await channel.on_frame(frame)
+                await target.on_frame(frame)
         finally:
-            for channel in opened.values():
+            for channel in {id(c): c for c in opened.values()}.values():
                 await channel.close()
             if not bound.socket.closed:
                 await bound.socket.close()

@@ -13,10 +13,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import pwd
+import shutil
 import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -373,3 +377,170 @@ def test_a_channel_the_token_does_not_carry_is_refused(
 
     control = asyncio.run(go())
     assert control.kind == dataplane_pb2.CONTROL_KIND_ERROR and control.reason == "channel_not_allowed"
+
+
+async def _frames_until(
+    ws: aiohttp.ClientWebSocketResponse, want: str, within: float = 15
+) -> dataplane_pb2.DataPlaneFrame:
+    """Read frames until one of kind ``want`` (terminal output is skipped)."""
+    deadline = time.monotonic() + within
+    while True:
+        message = await asyncio.wait_for(ws.receive(), max(0.1, deadline - time.monotonic()))
+        assert message.type == aiohttp.WSMsgType.BINARY, (message.type, message.extra)
+        frame = frames.decode(message.data)
+        if frame.WhichOneof("body") == want:
+            return frame
+
+
+def _clip(text: str) -> bytes:
+    return frames.encode(
+        dataplane_pb2.DataPlaneFrame(
+            clipboard_text=dataplane_pb2.ClipboardText(
+                direction=dataplane_pb2.CLIPBOARD_DIRECTION_CLIENT_TO_TARGET, text=text
+            )
+        )
+    )
+
+
+def test_clipboard_follows_the_policy_each_way(plane: Cluster, sshd: Sshd, worker: WorkerProcess) -> None:
+    open_session = _active(plane, sshd, worker)
+    limited = _active(plane, sshd, worker, {"rap_clipboard": {"client_to_target": False, "max_bytes": 16}})
+    first, second = _attach(plane.admin, open_session), _attach(plane.admin, limited)
+
+    async def go() -> None:
+        http, ws = await _open(_direct(first), first.data_plane_token)
+        try:
+            # Client to target: pasted into the shell.
+            await ws.send_bytes(_clip("echo pasted-$((2*3))"))
+            assert "pasted-6" in await _terminal_round_trip(ws, b"\r", "pasted-6")
+            # Target to client: an OSC 52 sequence becomes a clipboard frame, cut out of the stream.
+            await ws.send_bytes(
+                frames.terminal(b"printf '\\033]52;c;%s\\a' \"$(printf copied-text | base64)\"\r")
+            )
+            frame = await _frames_until(ws, "clipboard_text")
+            assert frame.clipboard_text.direction == dataplane_pb2.CLIPBOARD_DIRECTION_TARGET_TO_CLIENT
+            assert frame.clipboard_text.text == "copied-text"
+        finally:
+            await ws.close()
+            await _close(http)
+        http, ws = await _open(_direct(second), second.data_plane_token)
+        try:
+            await ws.send_bytes(_clip("echo nope"))
+            control = (await _frames_until(ws, "control")).control
+            assert (control.kind, control.reason) == (
+                dataplane_pb2.CONTROL_KIND_ERROR,
+                "clipboard_direction_forbidden",
+            )
+            await ws.send_bytes(
+                frames.terminal(
+                    b"printf '\\033]52;c;%s\\a' \"$(head -c 100 /dev/zero | tr '\\\\0' x | base64 -w0)\"\r"
+                )
+            )
+            control = (await _frames_until(ws, "control")).control
+            assert (control.kind, control.reason) == (dataplane_pb2.CONTROL_KIND_ERROR, "clipboard_too_large")
+        finally:
+            await ws.close()
+            await _close(http)
+
+    asyncio.run(go())
+
+
+async def _upload(
+    ws: aiohttp.ClientWebSocketResponse,
+    name: str,
+    data: bytes,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> dataplane_pb2.FileUploadResult:
+    upload_id = uuid.uuid4().hex
+    await ws.send_bytes(
+        frames.encode(
+            dataplane_pb2.DataPlaneFrame(
+                file_upload_begin=dataplane_pb2.FileUploadBegin(
+                    upload_id=upload_id, file_name=name, size=len(data) if size is None else size
+                )
+            )
+        )
+    )
+    for start in range(0, len(data), 64 * 1024):
+        await ws.send_bytes(
+            frames.encode(
+                dataplane_pb2.DataPlaneFrame(
+                    file_upload_chunk=dataplane_pb2.FileUploadChunk(
+                        upload_id=upload_id, data=data[start : start + 64 * 1024]
+                    )
+                )
+            )
+        )
+    await ws.send_bytes(
+        frames.encode(
+            dataplane_pb2.DataPlaneFrame(
+                file_upload_end=dataplane_pb2.FileUploadEnd(
+                    upload_id=upload_id, sha256=sha256 or hashlib.sha256(data).hexdigest()
+                )
+            )
+        )
+    )
+    return (await _frames_until(ws, "file_upload_result")).file_upload_result
+
+
+def test_uploads_land_in_rap_transfers_and_nowhere_else(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess
+) -> None:
+    home = Path(pwd.getpwnam(sshd.username).pw_dir)
+    transfers = home / "RAP_Transfers"
+    shutil.rmtree(transfers, ignore_errors=True)
+    outside = Path("/tmp") / f"rap-outside-{uuid.uuid4().hex[:8]}"
+    session_id = _active(plane, sshd, worker, {"rap_upload_max_bytes": 400_000})
+    attachment = _attach(plane.admin, session_id)
+    data = os.urandom(300_000)
+
+    async def go() -> dict[str, dataplane_pb2.FileUploadResult]:
+        results = {}
+        http, ws = await _open(_direct(attachment), attachment.data_plane_token)
+        try:
+            results["ok"] = await _upload(ws, "report.bin", data)
+            assert results["ok"].ok, results["ok"]
+            results["dotdot"] = await _upload(ws, "../x", b"x")
+            results["absolute"] = await _upload(ws, "/etc/rap-x", b"x")
+            results["nul"] = await _upload(ws, "a\x00b", b"x")
+            results["too_big"] = await _upload(ws, "big.bin", b"x" * 500_000)
+            results["bad_sha"] = await _upload(ws, "sha.bin", b"abc", sha256="0" * 64)
+            # A link planted in the folder, pointing outside: never followed, never replaced.
+            os.symlink(outside, transfers / "link")
+            results["symlink"] = await _upload(ws, "link", b"x")
+            # The folder itself replaced by a link: refused.
+            transfers.rename(home / "RAP_Transfers.real")
+            os.symlink("/tmp", transfers)
+            results["folder_link"] = await _upload(ws, "other.bin", b"x")
+        finally:
+            await ws.close()
+            await _close(http)
+        return results
+
+    try:
+        results = asyncio.run(go())
+    finally:
+        if transfers.is_symlink():
+            transfers.unlink()
+            (home / "RAP_Transfers.real").rename(transfers)
+    assert results["ok"].ok and results["ok"].path == "RAP_Transfers/report.bin"
+    landed = transfers / "report.bin"
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert landed.stat().st_uid == pwd.getpwnam(sshd.username).pw_uid
+    expected = {
+        "dotdot": "bad_file_name",
+        "absolute": "bad_file_name",
+        "nul": "bad_file_name",
+        "too_big": "file_too_large",
+        "bad_sha": "sha256_mismatch",
+        "symlink": "file_exists",
+        "folder_link": "bad_transfer_folder",
+    }
+    assert {k: (r.ok, r.reason) for k, r in results.items() if k != "ok"} == {
+        k: (False, v) for k, v in expected.items()
+    }
+    assert not outside.exists()
+    assert not (Path("/tmp") / "other.bin").exists()
+    assert sorted(p.name for p in transfers.iterdir()) == ["link", "report.bin"], "no partial files left"

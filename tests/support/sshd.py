@@ -69,7 +69,7 @@ def start_sshd(directory: Path) -> Sshd:
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host_ed25519'}\nPidFile none\n"
         "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        f"PermitRootLogin no\nAllowUsers {USER}\n"
+        f"PermitRootLogin no\nAllowUsers {USER}\nSubsystem sftp internal-sftp\n"
     )
     log = directory / "sshd.log"
     with log.open("wb") as out:
