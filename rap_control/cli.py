@@ -338,7 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--name", required=True, help="the worker's name")
     token.add_argument("--ttl", type=int, default=0, help="seconds the token stays valid (default one hour)")
     token.set_defaults(func=_workers_token)
+    from rap_control import client_commands
+
+    client_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("ssh", "upload"):
+        # User commands: they call the API with RAP_TOKEN, not the database.
+        configure_logging("WARNING")
+        return client_commands.run(args)
     return _guarded(args.func, args)
 
 

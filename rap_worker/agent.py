@@ -41,6 +41,8 @@ from rap_worker.rpc import worker_channel
 from rap_worker.state import CERT, KEY, StateDir, WorkerIdentity
 
 log = logging.getLogger(__name__)
+# Jitter from a generator of our own: the global one is shared with the rest of the process.
+_JITTER = random.Random()  # noqa: S311 - jitter, not secrecy
 
 # grpc.aio.EOF ends a stream read; the stubs do not declare it.
 _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009
@@ -143,7 +145,7 @@ class Agent:
                 if self._stopping.is_set():
                     break
                 index += 1
-                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * _JITTER.uniform(0.5, 1.5)
                 attempt = min(attempt + 1, 10)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)

@@ -29,6 +29,8 @@ from rap_common.errors import InternalError, Unavailable
 from rap_control.coordination.types import Handler, WorkerEvent
 
 log = logging.getLogger(__name__)
+# Jitter from a generator of our own: the global one is shared with the rest of the process.
+_JITTER = random.Random()  # noqa: S311 - jitter, not secrecy
 
 ROUTE_TTL_SECONDS = 30
 INBOX_TTL_SECONDS = 300
@@ -142,7 +144,7 @@ class RedisCoordination:
                 if self._closing:
                     return
                 log.warning("coordination bus unreachable; retrying in %.1f s", delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not secrecy
+                await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
                 continue
             if popped is None:

@@ -15,18 +15,33 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives import serialization
 
-from rap.v1 import admin_pb2, resolver_pb2, resolver_pb2_grpc, resource_pb2, worker_pb2, worker_pb2_grpc
+from rap.v1 import (
+    admin_pb2,
+    resolver_pb2,
+    resolver_pb2_grpc,
+    resource_pb2,
+    session_pb2,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from tests.support.client import Client
 from tests.support.pki import make_csr
 
 
 class RawWorker:
-    def __init__(self, admin: Client, user_target: str, worker_target: str, name: str = "raw") -> None:
+    def __init__(
+        self,
+        admin: Client,
+        user_target: str,
+        worker_target: str,
+        name: str = "raw",
+        enroll_channel: grpc.Channel | None = None,
+    ) -> None:
         token = admin.admin.CreateWorkerEnrollmentToken(
             admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name=name)
         ).enrollment_token
         csr, key = make_csr()
-        with grpc.insecure_channel(user_target) as channel:
+        with enroll_channel or grpc.insecure_channel(user_target) as channel:
             enrolled = worker_pb2_grpc.WorkerServiceStub(channel).Enroll(
                 worker_pb2.EnrollRequest(enrollment_token=token, csr_pem=csr), timeout=15
             )
@@ -55,6 +70,7 @@ class RawWorker:
         capacity: int = 8,
         protocols: tuple[int, ...] = (resource_pb2.PROTOCOL_SSH,),
         session_ids: list[str] | None = None,
+        direct_url: str = "",
     ) -> worker_pb2.Welcome:
         """Open a stream, say Hello, and heartbeat every second until close()."""
         self.responses, self._requests, self._stop = queue.Queue(), queue.Queue(), threading.Event()
@@ -62,7 +78,11 @@ class RawWorker:
         self._requests.put(
             worker_pb2.ConnectRequest(
                 hello=worker_pb2.Hello(
-                    version="raw", protocols=protocols, capacity=capacity, session_ids=session_ids or []
+                    version="raw",
+                    protocols=protocols,
+                    capacity=capacity,
+                    session_ids=session_ids or [],
+                    direct_url=direct_url,
                 )
             )
         )
@@ -98,6 +118,15 @@ class RawWorker:
 
     def accept(self, assignment: worker_pb2.Assignment) -> None:
         self.send(assignment_ack=worker_pb2.AssignmentAck(session_id=assignment.session_id, accepted=True))
+
+    def activate(self, assignment: worker_pb2.Assignment) -> None:
+        """Accept the assignment and report the session active."""
+        self.accept(assignment)
+        self.send(
+            session_state_update=worker_pb2.SessionStateUpdate(
+                session_id=assignment.session_id, state=session_pb2.SESSION_STATE_ACTIVE
+            )
+        )
 
     def resolve(
         self, assignment: worker_pb2.Assignment, **overrides: str
