@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from jose import jwt
+from jose import jwk, jwt
 from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 
 from rap_common.errors import Unauthenticated
@@ -30,6 +30,23 @@ class TokenRejected(Unauthenticated):
 
 def _refuse(reason: str, message: str) -> TokenRejected:
     return TokenRejected(message, reason=reason)
+
+
+# Public keys parsed from their JWK, by (kid, n, e): python-jose rebuilds the
+# modulus from bytes in pure Python on every call otherwise, which costs more
+# than the RSA verification itself. Public keys only; bounded.
+_PARSED: dict[tuple[str, str, str], Any] = {}
+
+
+def _public_key(kid: str, key: Mapping[str, Any]) -> Any:
+    cache_key = (kid, str(key.get("n", "")), str(key.get("e", "")))
+    parsed = _PARSED.get(cache_key)
+    if parsed is None:
+        if len(_PARSED) > 256:
+            _PARSED.clear()
+        parsed = jwk.construct(dict(key), ALGORITHM)
+        _PARSED[cache_key] = parsed
+    return parsed
 
 
 def verify(
@@ -61,7 +78,7 @@ def verify(
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            dict(key),
+            _public_key(kid, key),
             algorithms=[ALGORITHM],
             audience=audience,
             issuer=issuer,

@@ -72,6 +72,9 @@ class Settings:
     data_plane_token_ttl_seconds: int = 120
     direct_trust_mode: TrustMode = TrustMode.PLATFORM_CA
     gateway_url: str | None = None
+    # The CA of the gateway's TLS certificate, offered to clients with the gateway
+    # candidate; without it clients verify the gateway with their system trust.
+    gateway_ca_file: Path | None = None
 
     @property
     def signed_token_overlap_seconds(self) -> int:
@@ -127,6 +130,7 @@ class Settings:
                 env, "DATA_PLANE_DIRECT_WORKER_TLS_TRUST_MODE", TrustMode, TrustMode.PLATFORM_CA
             ),
             gateway_url=_wss_url(env, "RAP_GATEWAY_URL"),
+            gateway_ca_file=_optional_file(env, "RAP_GATEWAY_CA_FILE"),
         )
         if settings.session_lease_ttl_seconds < 2 * settings.worker_heartbeat_seconds:
             raise ConfigError(

@@ -157,6 +157,9 @@ class Agent:
         host, _, port = self.config.direct_listen.rpartition(":")
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        # The gateway presents its platform-CA certificate; direct clients present none.
+        self._tls.verify_mode = ssl.CERT_OPTIONAL
+        self._tls.load_verify_locations(cadata=self._state.load().ca_pem.decode())
         self._load_certificate()
         bound_port = await self.dataplane.start(host, int(port), self._tls)
         if not self._direct_url:

@@ -43,6 +43,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self._authority = authority
         self._settings = settings
         self._coordination = coordination
+        self._gateway_ca = settings.gateway_ca_file.read_text() if settings.gateway_ca_file else ""
 
     async def StartSession(self, request: Any, context: Any) -> session_pb2.StartSessionResponse:
         resource_id = require_id(request.resource_id, "resource_id")
@@ -91,6 +92,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 direct_url=attached.worker_direct_url,
                 platform_ca_pem=self._authority.get(uow).certificate_pem,
                 gateway_url=self._settings.gateway_url,
+                gateway_ca_pem=self._gateway_ca,
             )
             return attached, offered
 

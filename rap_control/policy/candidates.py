@@ -38,6 +38,7 @@ def candidates(
     direct_url: str | None,
     platform_ca_pem: str,
     gateway_url: str | None,
+    gateway_ca_pem: str = "",
 ) -> list[Candidate]:
     out: list[Candidate] = []
     if direct_url:
@@ -48,14 +49,12 @@ def candidates(
         elif trust_mode == "smoke_insecure" and not production:
             out.append(Candidate(Kind.DIRECT_WORKER, direct_url, trust_mode, smoke_only=True))
     if gateway_url:
-        out.append(
-            Candidate(
-                Kind.GATEWAY,
-                gateway_url,
-                "platform_ca" if trust_mode == "smoke_insecure" else trust_mode,
-                ca_bundle_pem=platform_ca_pem,
-            )
-        )
+        # The gateway's own certificate is the operator's: from a public CA, or from
+        # the CA the operator configured (RAP_GATEWAY_CA_FILE), sent along to verify it.
+        if gateway_ca_pem:
+            out.append(Candidate(Kind.GATEWAY, gateway_url, "platform_ca", ca_bundle_pem=gateway_ca_pem))
+        else:
+            out.append(Candidate(Kind.GATEWAY, gateway_url, "public_ca"))
     if not out:
         raise FailedPrecondition(
             "no data-plane endpoint can be offered for this session: the worker has no direct URL this "

@@ -107,6 +107,7 @@ class Attachments:
                 },
             )
         attachment_id = uuid.uuid4()
+        direct = uow.session.scalar(select(m.Worker.direct_url).where(m.Worker.id == session.worker_id))
         claims = {
             "sub": str(ctx.principal.user_id),
             "sid": str(session_id),
@@ -116,6 +117,9 @@ class Attachments:
             "res": str(session.resource_id),
             "ch": [c.value for c in session.channels],
         }
+        if direct:
+            # Signed, so that a gateway relays only to the worker the control plane named.
+            claims["wurl"] = direct
         token, jti, exp = self._ring.sign(uow, claims, audience=DATA_PLANE_AUDIENCE, ttl_seconds=self._ttl)
         expires_at = datetime.fromtimestamp(exp, UTC)
         row = uow.session.scalars(
@@ -140,7 +144,6 @@ class Attachments:
             target_id=str(session_id),
             details={"attachment_id": str(attachment_id), "jti": jti, "takeover": superseded is not None},
         )
-        direct = uow.session.scalar(select(m.Worker.direct_url).where(m.Worker.id == session.worker_id))
         return Attached(_attachment(row), session, token, superseded, direct)
 
     def detach(

@@ -154,8 +154,16 @@ def test_production_offers_only_the_gateway_for_smoke_insecure(
         attachment = admin.sessions.AttachSession(
             session_pb2.AttachSessionRequest(session_id=session_id)
         ).attachment
-        assert [(c.kind, c.url, c.smoke_only) for c in attachment.candidates] == [
-            (session_pb2.CANDIDATE_KIND_GATEWAY, "wss://gw.example.test/v1/connect", False)
+        assert [
+            (c.kind, c.url, c.smoke_only, c.trust_mode, c.ca_bundle_pem) for c in attachment.candidates
+        ] == [
+            (
+                session_pb2.CANDIDATE_KIND_GATEWAY,
+                "wss://gw.example.test/v1/connect",
+                False,
+                session_pb2.TRUST_MODE_PUBLIC_CA,
+                "",
+            )
         ]
         worker.close()
     finally:
