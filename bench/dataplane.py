@@ -183,7 +183,7 @@ def full_stack(upload_mib: int) -> None:
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(os.environ.get("BENCH_WORK_DIR") or tmp)
         os.chmod(work, 0o755)  # noqa: S103 - sshd (as root) and the embedded PostgreSQL read it
         sshd = start_sshd(work)
         tls = make_server_tls(work)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ISSUER = "rap-control-plane"
 PATH = "/v1/connect"
-REFRESH_MIN_INTERVAL = 5.0
+REFRESH_MIN_INTERVAL = 1.0
 
 FetchJwks = Callable[[], Awaitable[dict[str, dict[str, str]]]]
 

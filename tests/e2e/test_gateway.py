@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import subprocess
 import time
@@ -170,3 +171,44 @@ def test_a_terminal_through_the_gateway_and_the_workers_refusals_relayed(
     assert "via-gateway-42" in output
     assert replay == (4403, "replayed_jti")
     assert forged == (4401, "bad_signature")
+
+
+def test_an_upload_through_the_gateway(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess, gateway: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    from rap_client.connection import DataConnection
+
+    session = plane.start(plane.ssh_resource(sshd))
+    assert plane.wait_state(session.id, states("active", "failed")).state == session_pb2.SESSION_STATE_ACTIVE
+    attachment = plane.admin.sessions.AttachSession(
+        session_pb2.AttachSessionRequest(session_id=session.id)
+    ).attachment
+    only_gateway = session_pb2.Attachment()
+    only_gateway.CopyFrom(attachment)
+    del only_gateway.candidates[0]
+    payload = tmp_path / f"gw-{time.time_ns()}.bin"
+    payload.write_bytes(os.urandom(8 * 1024 * 1024))
+
+    async def go() -> str:
+        # First a direct connection, closed; then a takeover through the gateway.
+        direct = await DataConnection.open(attachment, production=True)
+        assert direct.chosen.kind == "direct"
+        first = await direct.upload(payload, name=f"first-{payload.name}")
+        assert first.ok, first.reason
+        await direct.close()
+        again = await asyncio.to_thread(
+            plane.admin.sessions.AttachSession,
+            session_pb2.AttachSessionRequest(session_id=session.id, takeover=True),
+        )
+        only_gateway.CopyFrom(again.attachment)
+        del only_gateway.candidates[0]
+        connection = await DataConnection.open(only_gateway, production=True)
+        try:
+            assert connection.chosen.kind == "gateway"
+            result = await connection.upload(payload)
+            assert result.ok, result.reason
+            return str(result.path)
+        finally:
+            await connection.close()
+
+    assert asyncio.run(go()) == f"RAP_Transfers/{payload.name}"
