@@ -23,7 +23,7 @@ from rap.v1 import dataplane_pb2, session_pb2
 from rap_common import frames
 from rap_common.errors import FailedPrecondition
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024  # well under frames.MAX_FRAME; fewer frames and SFTP writes
 
 
 @dataclass(frozen=True)

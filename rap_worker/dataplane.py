@@ -224,6 +224,9 @@ class DataPlane:
 
     async def _attachment(self, attachment_id: str) -> AttachmentInfo | None:
         """The attachment, waiting up to ATTACHMENT_WAIT for its AttachmentUpdate."""
+        known = self.attachments.get(attachment_id)
+        if known is not None:
+            return known
         deadline = time.monotonic() + ATTACHMENT_WAIT
         async with self._attachment_arrived:
             while attachment_id not in self.attachments:
