@@ -24,13 +24,13 @@ import grpc
 from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_common.errors import ConfigError
 from rap_common.logging import configure_logging
-from rap_gateway.relay import Gateway
+from rap_gateway.relay import FetchJwks, Gateway
 from rap_worker.state import CA, CERT, KEY, StateDir
 
 log = logging.getLogger("rap_gateway")
 
 
-def _fetcher(target: str, token: str, ca_pem: bytes | None):  # type: ignore[no-untyped-def]
+def _fetcher(target: str, token: str, ca_pem: bytes | None) -> FetchJwks:
     async def fetch() -> dict[str, dict[str, str]]:
         channel = (
             grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem))

@@ -183,7 +183,11 @@ class Agent:
             a.resource_id,
             [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in a.channels],
             running.connection,
-            json_format.MessageToDict(a.resource_metadata),
+            # The organization's defaults, overridden by the resource's own settings.
+            {
+                **json_format.MessageToDict(a.organization_policy),
+                **json_format.MessageToDict(a.resource_metadata),
+            },
         )
 
     def ended_state(self, session_id: str) -> str | None:
@@ -498,6 +502,16 @@ class Agent:
         log.info(
             "renewed the worker certificate; it expires %s", response.expire_time.ToDatetime().isoformat()
         )
+
+
+def _policy(assignment: worker_pb2.Assignment) -> dict[str, Any]:
+    """The organization's data-plane defaults, overridden setting by setting by the resource's."""
+    defaults = json_format.MessageToDict(assignment.organization_policy)
+    metadata = json_format.MessageToDict(assignment.resource_metadata)
+    merged = {**defaults, **metadata}
+    if isinstance(defaults.get("rap_clipboard"), dict) and isinstance(metadata.get("rap_clipboard"), dict):
+        merged["rap_clipboard"] = {**defaults["rap_clipboard"], **metadata["rap_clipboard"]}
+    return merged
 
 
 def seconds_until_renewal(identity: WorkerIdentity, now: datetime) -> float:

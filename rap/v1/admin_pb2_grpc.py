@@ -41,6 +41,11 @@ class AdminServiceStub:
                 request_serializer=rap_dot_v1_dot_admin__pb2.GetOrganizationRequest.SerializeToString,
                 response_deserializer=rap_dot_v1_dot_admin__pb2.GetOrganizationResponse.FromString,
                 _registered_method=True)
+        self.UpdateOrganizationPolicy = channel.unary_unary(
+                '/rap.v1.AdminService/UpdateOrganizationPolicy',
+                request_serializer=rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyRequest.SerializeToString,
+                response_deserializer=rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyResponse.FromString,
+                _registered_method=True)
         self.CreateUser = channel.unary_unary(
                 '/rap.v1.AdminService/CreateUser',
                 request_serializer=rap_dot_v1_dot_admin__pb2.CreateUserRequest.SerializeToString,
@@ -125,6 +130,13 @@ class AdminServiceServicer:
 
     def GetOrganization(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateOrganizationPolicy(self, request, context):
+        """Replace the caller's organization's data-plane defaults (admins only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -227,6 +239,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetOrganization,
                     request_deserializer=rap_dot_v1_dot_admin__pb2.GetOrganizationRequest.FromString,
                     response_serializer=rap_dot_v1_dot_admin__pb2.GetOrganizationResponse.SerializeToString,
+            ),
+            'UpdateOrganizationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateOrganizationPolicy,
+                    request_deserializer=rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyRequest.FromString,
+                    response_serializer=rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyResponse.SerializeToString,
             ),
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
@@ -333,6 +350,33 @@ class AdminService:
             '/rap.v1.AdminService/GetOrganization',
             rap_dot_v1_dot_admin__pb2.GetOrganizationRequest.SerializeToString,
             rap_dot_v1_dot_admin__pb2.GetOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateOrganizationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rap.v1.AdminService/UpdateOrganizationPolicy',
+            rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyRequest.SerializeToString,
+            rap_dot_v1_dot_admin__pb2.UpdateOrganizationPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,8 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     GetOrganization: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetOrganizationRequest, _admin_pb2.GetOrganizationResponse]
+    UpdateOrganizationPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateOrganizationPolicyRequest, _admin_pb2.UpdateOrganizationPolicyResponse]
+    """Replace the caller's organization's data-plane defaults (admins only)."""
     CreateUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateUserRequest, _admin_pb2.CreateUserResponse]
     GetUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.GetUserResponse]
     ListUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]
@@ -61,6 +63,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOrganization: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetOrganizationRequest, _admin_pb2.GetOrganizationResponse]  # type: ignore[assignment]
+    UpdateOrganizationPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateOrganizationPolicyRequest, _admin_pb2.UpdateOrganizationPolicyResponse]  # type: ignore[assignment]
+    """Replace the caller's organization's data-plane defaults (admins only)."""
     CreateUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateUserRequest, _admin_pb2.CreateUserResponse]  # type: ignore[assignment]
     GetUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.GetUserResponse]  # type: ignore[assignment]
     ListUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
@@ -89,6 +93,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.GetOrganizationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetOrganizationResponse, _abc.Awaitable[_admin_pb2.GetOrganizationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateOrganizationPolicy(
+        self,
+        request: _admin_pb2.UpdateOrganizationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UpdateOrganizationPolicyResponse, _abc.Awaitable[_admin_pb2.UpdateOrganizationPolicyResponse]]:
+        """Replace the caller's organization's data-plane defaults (admins only)."""
 
     @_abc_1.abstractmethod
     def CreateUser(

@@ -423,6 +423,7 @@ class Assignment(_message.Message):
     RESOURCE_METADATA_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_POLICY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     organization_id: _builtins.str
     resource_id: _builtins.str
@@ -437,6 +438,10 @@ class Assignment(_message.Message):
     def resource_metadata(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[_session_pb2.Channel.ValueType]: ...
+    @_builtins.property
+    def organization_policy(self) -> _struct_pb2.Struct:
+        """The organization's data-plane defaults; resource_metadata overrides them."""
+
     def __init__(
         self,
         *,
@@ -451,10 +456,11 @@ class Assignment(_message.Message):
         resource_metadata: _struct_pb2.Struct | None = ...,
         channels: _abc.Iterable[_session_pb2.Channel.ValueType] | None = ...,
         environment: Global___Environment.ValueType = ...,
+        organization_policy: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "resource_metadata", b"resource_metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "organization_policy", b"organization_policy", "resource_metadata", b"resource_metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channels", b"channels", "environment", b"environment", "lease_expire_time", b"lease_expire_time", "lease_token", b"lease_token", "organization_id", b"organization_id", "protocol", b"protocol", "resource_id", b"resource_id", "resource_metadata", b"resource_metadata", "secret_ref", b"secret_ref", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channels", b"channels", "environment", b"environment", "lease_expire_time", b"lease_expire_time", "lease_token", b"lease_token", "organization_id", b"organization_id", "organization_policy", b"organization_policy", "protocol", b"protocol", "resource_id", b"resource_id", "resource_metadata", b"resource_metadata", "secret_ref", b"secret_ref", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

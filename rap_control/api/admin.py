@@ -44,6 +44,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         org = await self._calls.run(lambda uow, call: self._identity.get_organization(uow, call, org_id))
         return admin_pb2.GetOrganizationResponse(organization=convert.organization_to_proto(org))
 
+    async def UpdateOrganizationPolicy(
+        self, request: Any, context: Any
+    ) -> admin_pb2.UpdateOrganizationPolicyResponse:
+        policy = convert.struct_to_dict(request.policy)
+        org = await self._calls.run(lambda uow, call: self._identity.update_policy(uow, call, policy))
+        return admin_pb2.UpdateOrganizationPolicyResponse(organization=convert.organization_to_proto(org))
+
     async def CreateUser(self, request: Any, context: Any) -> admin_pb2.CreateUserResponse:
         role = convert.role(request.role, required=True)
         assert role is not None

@@ -105,7 +105,9 @@ def resource_to_proto(r: Resource) -> resource_pb2.Resource:
 
 
 def organization_to_proto(o: Organization) -> admin_pb2.Organization:
-    return admin_pb2.Organization(id=str(o.id), name=o.name, create_time=timestamp(o.created_at))
+    return admin_pb2.Organization(
+        id=str(o.id), name=o.name, create_time=timestamp(o.created_at), policy=dict_to_struct(o.policy)
+    )
 
 
 def user_to_proto(u: User) -> admin_pb2.User:

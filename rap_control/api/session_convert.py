@@ -79,6 +79,7 @@ def assignment_to_proto(a: Assignment, *, production: bool) -> worker_pb2.Connec
             resource_metadata=convert.dict_to_struct(a.resource_metadata),
             channels=[_CHANNELS_BACK[c] for c in a.session.channels],
             environment=environment(production),
+            organization_policy=convert.dict_to_struct(a.organization_policy),
         )
     )
 

@@ -13,6 +13,7 @@ class EventType(StrEnum):
     """Every event the platform records. Rows reference ids, never values."""
 
     ORGANIZATION_CREATED = "organization_created"
+    ORGANIZATION_POLICY_UPDATED = "organization_policy_updated"
     USER_CREATED = "user_created"
     USER_UPDATED = "user_updated"
     API_TOKEN_CREATED = "api_token_created"

@@ -69,6 +69,8 @@ class Organization(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=_now())
+    # Data-plane defaults of its resources (see policy/dataplane.py).
+    policy: Mapped[Json] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
 
 
 class User(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +17,7 @@ from rap_control.principal import Role
 
 
 def _org(row: m.Organization) -> Organization:
-    return Organization(id=row.id, name=row.name, created_at=row.created_at)
+    return Organization(id=row.id, name=row.name, created_at=row.created_at, policy=dict(row.policy or {}))
 
 
 def _user(row: m.User) -> User:
@@ -63,6 +64,10 @@ class IdentityRepository:
         if row is None:
             raise NotFound(f"organization {org_id} not found", reason="organization_not_found")
         return _org(row)
+
+    def set_policy(self, org_id: uuid.UUID, policy: dict[str, Any]) -> Organization:
+        self._s.execute(update(m.Organization).where(m.Organization.id == org_id).values(policy=policy))
+        return self.get_organization(org_id)
 
     # Users
 

@@ -21,6 +21,7 @@ from rap_control.identity import tokens
 from rap_control.identity.repository import IdentityRepository
 from rap_control.identity.types import ApiTokenInfo, IssuedToken, Organization, User, UserPatch
 from rap_control.paging import PageRequest, after_id, split_page
+from rap_control.policy.dataplane import check_policy
 from rap_control.principal import Actor, CallContext, Principal, Role
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
@@ -111,6 +112,21 @@ class IdentityService:
         if org_id is not None and org_id != ctx.organization_id:
             raise NotFound(f"organization {org_id} not found", reason="organization_not_found")
         return IdentityRepository(uow.session).get_organization(ctx.organization_id)
+
+    def update_policy(self, uow: UnitOfWork, ctx: CallContext, policy: dict[str, Any]) -> Organization:
+        """Replace the organization's data-plane defaults (admins only)."""
+        ctx.principal.require_admin("change the organization's policy")
+        checked = check_policy(policy)
+        org = IdentityRepository(uow.session).set_policy(ctx.organization_id, checked)
+        self._audit.record(
+            uow,
+            ctx.actor,
+            EventType.ORGANIZATION_POLICY_UPDATED,
+            target_type="organization",
+            target_id=str(ctx.organization_id),
+            details={"policy": checked},
+        )
+        return org
 
     # Users
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from rap_common.secrets import SecretStr
 from rap_control.principal import Role
@@ -15,6 +16,7 @@ class Organization:
     id: uuid.UUID
     name: str
     created_at: datetime
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from rap_common.errors import NotFound
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
+from rap_control.identity.repository import IdentityRepository
 from rap_control.principal import Actor
 from rap_control.resources.repository import ResourceRepository
 from rap_control.sessions.leases import LeaseClaims, LeaseTokens
@@ -220,4 +221,7 @@ class WorkerSessions:
             lease_id=lease.id,
             lease_token=token,
             lease_expires_at=lease.expires_at,
+            organization_policy=IdentityRepository(uow.session)
+            .get_organization(session.organization_id)
+            .policy,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -72,6 +72,7 @@ class Assignment:
     lease_id: uuid.UUID
     lease_token: str
     lease_expires_at: datetime
+    organization_policy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import psycopg2
 import pytest
+from google.protobuf import struct_pb2
 from jose import jwt
 
 from rap.v1 import admin_pb2, dataplane_pb2, session_pb2
@@ -544,3 +545,47 @@ def test_uploads_land_in_rap_transfers_and_nowhere_else(
     assert not outside.exists()
     assert not (Path("/tmp") / "other.bin").exists()
     assert sorted(p.name for p in transfers.iterdir()) == ["link", "report.bin"], "no partial files left"
+
+
+def test_the_organizations_defaults_apply_unless_the_resource_overrides_them(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess
+) -> None:
+    policy = struct_pb2.Struct()
+    policy.update({"rap_clipboard": {"client_to_target": False, "max_bytes": 1000}})
+    org = plane.admin.admin.UpdateOrganizationPolicy(
+        admin_pb2.UpdateOrganizationPolicyRequest(policy=policy)
+    ).organization
+    assert org.policy["rap_clipboard"]["client_to_target"] is False
+    try:
+        defaults = _attach(plane.admin, _active(plane, sshd, worker))
+        overridden = _attach(
+            plane.admin, _active(plane, sshd, worker, {"rap_clipboard": {"client_to_target": True}})
+        )
+
+        async def paste(attachment: session_pb2.Attachment) -> str:
+            http, ws = await _open(_direct(attachment), attachment.data_plane_token)
+            try:
+                await ws.send_bytes(_clip("echo from-clip-$((3*3))"))
+                await ws.send_bytes(frames.terminal(b"\r"))
+                deadline = time.monotonic() + 10
+                seen = b""
+                while time.monotonic() < deadline:
+                    frame = frames.decode((await asyncio.wait_for(ws.receive(), 10)).data)
+                    if frame.HasField("control") and frame.control.kind == dataplane_pb2.CONTROL_KIND_ERROR:
+                        return frame.control.reason
+                    if frame.HasField("terminal_data"):
+                        seen += frame.terminal_data.data
+                        if b"from-clip-9" in seen:
+                            return "pasted"
+                return "nothing"
+            finally:
+                await ws.close()
+                await _close(http)
+
+        assert asyncio.run(paste(defaults)) == "clipboard_direction_forbidden"
+        assert asyncio.run(paste(overridden)) == "pasted"
+        assert [e for e in plane.audit("organization_policy_updated")]
+    finally:
+        plane.admin.admin.UpdateOrganizationPolicy(
+            admin_pb2.UpdateOrganizationPolicyRequest(policy=struct_pb2.Struct())
+        )

@@ -196,3 +196,34 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(
     with sql.cursor() as cur:
         cur.execute("SELECT count(*) FROM users WHERE organization_id = %s AND role = 'admin'", (org.id,))
         assert cur.fetchone()[0] == 1
+
+
+def test_the_organization_policy_is_checked_and_admin_only(admin: Client, dev_server: ServerThread) -> None:
+    from google.protobuf import struct_pb2
+
+    def policy(value: dict[str, object]) -> admin_pb2.UpdateOrganizationPolicyRequest:
+        s = struct_pb2.Struct()
+        s.update(value)
+        return admin_pb2.UpdateOrganizationPolicyRequest(policy=s)
+
+    for bad, field in (
+        ({"rap_clipboard": {"max_bytes": -1}}, "rap_clipboard.max_bytes"),
+        ({"rap_clipboard": {"client_to_target": "yes"}}, "rap_clipboard.client_to_target"),
+        ({"password": "x"}, "password"),
+        ({"rap_upload_max_bytes": 1.5}, "rap_upload_max_bytes"),
+    ):
+        error = rpc_error(admin.admin.UpdateOrganizationPolicy, policy(bad))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field in error.details()
+    org = admin.admin.UpdateOrganizationPolicy(policy({"rap_upload_max_bytes": 1000})).organization
+    assert org.policy["rap_upload_max_bytes"] == 1000
+    assert admin.admin.GetOrganization(admin_pb2.GetOrganizationRequest()).organization.policy == org.policy
+    user = admin.admin.CreateUser(
+        admin_pb2.CreateUserRequest(email="policy-member@example.test", role=admin_pb2.ROLE_MEMBER)
+    ).user
+    token = admin.admin.CreateApiToken(admin_pb2.CreateApiTokenRequest(user_id=user.id, name="m")).token
+    with dev_server.channel() as channel:
+        member = Client(channel, token)
+        assert (
+            rpc_error(member.admin.UpdateOrganizationPolicy, policy({})).code()
+            == grpc.StatusCode.PERMISSION_DENIED
+        )

@@ -1,0 +1,58 @@
+"""An organization's data-plane defaults: the clipboard policy and the upload size cap.
+
+A resource's own metadata keys of the same names override them; the worker
+applies the result. Only these keys, with these types, are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rap_common.errors import InvalidArgument
+
+MAX_CLIPBOARD = 10 * 1024 * 1024
+MAX_UPLOAD = 10 * 1024 * 1024 * 1024
+_CLIPBOARD_FLAGS = ("client_to_target", "target_to_client")
+
+
+def _whole(value: Any, field: str, high: int) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != int(value)
+        or not 1 <= value <= high
+    ):
+        raise InvalidArgument(f"policy.{field} must be a whole number from 1 to {high}", reason="bad_policy")
+    return int(value)
+
+
+def check_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy, normalized; INVALID_ARGUMENT naming the first bad field."""
+    out: dict[str, Any] = {}
+    for key, value in policy.items():
+        if key == "rap_clipboard":
+            if not isinstance(value, dict):
+                raise InvalidArgument("policy.rap_clipboard must be an object", reason="bad_policy")
+            clipboard: dict[str, Any] = {}
+            for name, setting in value.items():
+                if name in _CLIPBOARD_FLAGS:
+                    if not isinstance(setting, bool):
+                        raise InvalidArgument(
+                            f"policy.rap_clipboard.{name} must be true or false", reason="bad_policy"
+                        )
+                    clipboard[name] = setting
+                elif name == "max_bytes":
+                    clipboard[name] = _whole(setting, "rap_clipboard.max_bytes", MAX_CLIPBOARD)
+                else:
+                    raise InvalidArgument(
+                        f"policy.rap_clipboard.{name[:40]} is not a known setting", reason="bad_policy"
+                    )
+            out[key] = clipboard
+        elif key == "rap_upload_max_bytes":
+            out[key] = _whole(value, key, MAX_UPLOAD)
+        else:
+            raise InvalidArgument(
+                f"policy.{key[:40]} is not a known setting (rap_clipboard, rap_upload_max_bytes)",
+                reason="bad_policy",
+            )
+    return out
