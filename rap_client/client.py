@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -133,6 +133,67 @@ class RapClient:
         )
         return response.secret  # type: ignore[no-any-return]
 
+    async def list_resources(self, protocol: int = 0) -> list[resource_pb2.Resource]:
+        out: list[resource_pb2.Resource] = []
+        token = ""
+        while True:
+            page = await self.call(
+                self.resources.ListResources,
+                resource_pb2.ListResourcesRequest(page_size=200, page_token=token, protocol=protocol),  # type: ignore[arg-type]
+            )
+            out.extend(page.resources)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def update_resource(
+        self, resource: resource_pb2.Resource, fields: Iterable[str]
+    ) -> resource_pb2.Resource:
+        """Replace ``fields`` (name, address, secret_ref, metadata) of ``resource``."""
+        request = resource_pb2.UpdateResourceRequest(resource=resource)
+        request.update_mask.paths.extend(fields)
+        response = await self.call(self.resources.UpdateResource, request)
+        return response.resource  # type: ignore[no-any-return]
+
+    async def delete_resource(self, resource_id: str) -> None:
+        await self.call(self.resources.DeleteResource, resource_pb2.DeleteResourceRequest(id=resource_id))
+
+    async def put_rdp_secret(
+        self, resource_id: str, username: str, password: str, domain: str = ""
+    ) -> secret_pb2.SecretInfo:
+        response = await self.call(
+            self.secrets.PutResourceSecret,
+            secret_pb2.PutResourceSecretRequest(
+                resource_id=resource_id,
+                rdp=credentials_pb2.RdpCredential(username=username, password=password, domain=domain),
+            ),
+        )
+        return response.secret  # type: ignore[no-any-return]
+
+    async def put_vnc_secret(
+        self, resource_id: str, password: str, username: str = ""
+    ) -> secret_pb2.SecretInfo:
+        response = await self.call(
+            self.secrets.PutResourceSecret,
+            secret_pb2.PutResourceSecretRequest(
+                resource_id=resource_id,
+                vnc=credentials_pb2.VncCredential(username=username, password=password),
+            ),
+        )
+        return response.secret  # type: ignore[no-any-return]
+
+    async def get_secret_info(self, resource_id: str) -> secret_pb2.SecretInfo:
+        """Metadata of a resource's secret; never its value."""
+        response = await self.call(
+            self.secrets.GetResourceSecret, secret_pb2.GetResourceSecretRequest(resource_id=resource_id)
+        )
+        return response.secret  # type: ignore[no-any-return]
+
+    async def delete_secret(self, resource_id: str) -> None:
+        await self.call(
+            self.secrets.DeleteResourceSecret, secret_pb2.DeleteResourceSecretRequest(resource_id=resource_id)
+        )
+
     # -- sessions -----------------------------------------------------------
 
     async def start_session(self, resource_id: str, channels: Iterable[int] = ()) -> SessionHandle:
@@ -195,6 +256,105 @@ class RapClient:
 
     async def verify_audit_chain(self) -> audit_pb2.VerifyAuditChainResponse:
         return await self.call(self.audit.VerifyAuditChain, audit_pb2.VerifyAuditChainRequest())  # type: ignore[no-any-return]
+
+    async def get_organization(self) -> admin_pb2.Organization:
+        response = await self.call(self.admin.GetOrganization, admin_pb2.GetOrganizationRequest())
+        return response.organization  # type: ignore[no-any-return]
+
+    async def update_organization_policy(self, policy: dict[str, Any]) -> admin_pb2.Organization:
+        value = struct_pb2.Struct()
+        value.update(policy)
+        response = await self.call(
+            self.admin.UpdateOrganizationPolicy, admin_pb2.UpdateOrganizationPolicyRequest(policy=value)
+        )
+        return response.organization  # type: ignore[no-any-return]
+
+    async def create_user(self, email: str, role: int, display_name: str = "") -> admin_pb2.User:
+        response = await self.call(
+            self.admin.CreateUser,
+            admin_pb2.CreateUserRequest(email=email, role=role, display_name=display_name),  # type: ignore[arg-type]
+        )
+        return response.user  # type: ignore[no-any-return]
+
+    async def get_user(self, user_id: str) -> admin_pb2.User:
+        response = await self.call(self.admin.GetUser, admin_pb2.GetUserRequest(id=user_id))
+        return response.user  # type: ignore[no-any-return]
+
+    async def list_users(self) -> list[admin_pb2.User]:
+        out: list[admin_pb2.User] = []
+        token = ""
+        while True:
+            page = await self.call(
+                self.admin.ListUsers, admin_pb2.ListUsersRequest(page_size=200, page_token=token)
+            )
+            out.extend(page.users)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def update_user(self, request: admin_pb2.UpdateUserRequest) -> admin_pb2.User:
+        response = await self.call(self.admin.UpdateUser, request)
+        return response.user  # type: ignore[no-any-return]
+
+    async def create_api_token(self, name: str, user_id: str = "") -> tuple[admin_pb2.ApiToken, str]:
+        """The token's record and the bearer token itself (shown this once)."""
+        response = await self.call(
+            self.admin.CreateApiToken, admin_pb2.CreateApiTokenRequest(user_id=user_id, name=name)
+        )
+        return response.api_token, str(response.token)
+
+    async def list_api_tokens(self, user_id: str = "") -> list[admin_pb2.ApiToken]:
+        out: list[admin_pb2.ApiToken] = []
+        token = ""
+        while True:
+            page = await self.call(
+                self.admin.ListApiTokens,
+                admin_pb2.ListApiTokensRequest(user_id=user_id, page_size=200, page_token=token),
+            )
+            out.extend(page.api_tokens)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def revoke_api_token(self, token_id: str) -> admin_pb2.ApiToken:
+        response = await self.call(self.admin.RevokeApiToken, admin_pb2.RevokeApiTokenRequest(id=token_id))
+        return response.api_token  # type: ignore[no-any-return]
+
+    async def list_workers(self) -> list[admin_pb2.Worker]:
+        out: list[admin_pb2.Worker] = []
+        token = ""
+        while True:
+            page = await self.call(
+                self.admin.ListWorkers, admin_pb2.ListWorkersRequest(page_size=200, page_token=token)
+            )
+            out.extend(page.workers)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def revoke_worker(self, worker_id: str) -> admin_pb2.Worker:
+        response = await self.call(self.admin.RevokeWorker, admin_pb2.RevokeWorkerRequest(id=worker_id))
+        return response.worker  # type: ignore[no-any-return]
+
+    async def list_encryption_keys(self) -> list[admin_pb2.EncryptionKey]:
+        response = await self.call(self.admin.ListEncryptionKeys, admin_pb2.ListEncryptionKeysRequest())
+        return list(response.keys)
+
+    async def set_active_encryption_key(self, key_id: str) -> admin_pb2.EncryptionKey:
+        response = await self.call(
+            self.admin.SetActiveEncryptionKey, admin_pb2.SetActiveEncryptionKeyRequest(key_id=key_id)
+        )
+        return response.key  # type: ignore[no-any-return]
+
+    async def rewrap_secrets(self, batch_size: int = 0) -> AsyncIterator[admin_pb2.RewrapSecretsResponse]:
+        """Progress of a rewrap under the active key, batch by batch."""
+        async for progress in self.admin.RewrapSecrets(
+            admin_pb2.RewrapSecretsRequest(batch_size=batch_size), metadata=self._metadata
+        ):
+            yield progress
+
+    async def rotate_signing_key(self) -> admin_pb2.RotateSigningKeyResponse:
+        return await self.call(self.admin.RotateSigningKey, admin_pb2.RotateSigningKeyRequest())  # type: ignore[no-any-return]
 
     async def create_worker_enrollment_token(self, worker_name: str, ttl_seconds: int = 0) -> str:
         response = await self.call(
