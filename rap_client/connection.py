@@ -79,7 +79,6 @@ class DataConnection:
         self._errors: asyncio.Queue[dataplane_pb2.ControlMessage] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read())
         self.close_code: int | None = None
-        self.close_reason = ""
 
     @classmethod
     async def open(cls, attachment: session_pb2.Attachment, *, production: bool) -> DataConnection:

@@ -13,9 +13,6 @@ from typing import Any
 
 from rap_common.errors import NotImplementedYet
 
-SESSIONS_AND_WORKERS = "workers, sessions and the secret resolver"
-DATA_PLANE = "the data plane"
-
 # "Service/Method" -> the work that will implement it.
 PLANNED: dict[str, str] = {}
 

@@ -108,11 +108,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def DetachSession(self, request: Any, context: Any) -> session_pb2.DetachSessionResponse:
         session_id = require_id(request.session_id, "session_id")
         attachment_id = require_id(request.attachment_id, "attachment_id")
-        ended = await self._calls.run(
+        ended, worker_id = await self._calls.run(
             lambda uow, call: self._attachments.detach(uow, call, session_id, attachment_id)
         )
-        session = await self._calls.run(lambda uow, call: self._sessions.get(uow, call, session_id))
-        await self._tell_attachment(session.worker_id, session_id, ended.id)
+        await self._tell_attachment(worker_id, session_id, ended.id)
         return session_pb2.DetachSessionResponse()
 
     async def _tell_attachment(

@@ -10,8 +10,8 @@ worker, resource and channels; the worker checks every one of them.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 
@@ -42,7 +42,8 @@ class Attachment:
 class Attached:
     attachment: Attachment
     session: Session
-    token: str
+    # A bearer credential for the data plane: kept out of repr (and so of logs).
+    token: str = field(repr=False)
     superseded: uuid.UUID | None
     worker_direct_url: str | None
 
@@ -148,9 +149,10 @@ class Attachments:
 
     def detach(
         self, uow: UnitOfWork, ctx: CallContext, session_id: uuid.UUID, attachment_id: uuid.UUID
-    ) -> Attachment:
-        """End an attachment (its user or an admin); idempotent on an ended one."""
-        SessionRepository(uow.session).get(
+    ) -> tuple[Attachment, uuid.UUID | None]:
+        """End an attachment (its user or an admin); idempotent on an ended one.
+        Returns it with the session's worker, to be told."""
+        session = SessionRepository(uow.session).get(
             ctx.organization_id, session_id, user_id=None if ctx.principal.is_admin else ctx.principal.user_id
         )
         row = uow.session.scalars(
@@ -161,7 +163,7 @@ class Attachments:
         if row is None or (not ctx.principal.is_admin and row.user_id != ctx.principal.user_id):
             raise NotFound(f"attachment {attachment_id} not found", reason="attachment_not_found")
         if row.state != "active":
-            return _attachment(row)
+            return _attachment(row), session.worker_id
         ended = uow.session.scalars(
             update(m.Attachment)
             .where(m.Attachment.id == attachment_id)
@@ -177,13 +179,9 @@ class Attachments:
             target_id=str(session_id),
             details={"attachment_id": str(attachment_id)},
         )
-        return _attachment(ended)
+        return _attachment(ended), session.worker_id
 
     @staticmethod
     def get(uow: UnitOfWork, attachment_id: uuid.UUID) -> Attachment | None:
         row = uow.session.get(m.Attachment, attachment_id)
         return _attachment(row) if row is not None else None
-
-
-def expires_in(attachment: Attachment) -> timedelta:
-    return attachment.expires_at - datetime.now(UTC)

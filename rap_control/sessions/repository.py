@@ -135,31 +135,6 @@ class SessionRepository:
         )
         return [_session(r) for r in rows]
 
-    def live_ids(self, worker_id: uuid.UUID, session_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of ``session_ids`` that are live sessions of the worker."""
-        if not session_ids:
-            return set()
-        return set(
-            self._s.scalars(
-                select(m.Session.id).where(
-                    m.Session.id.in_(session_ids),
-                    m.Session.worker_id == worker_id,
-                    m.Session.state.in_(_LIVE),
-                )
-            )
-        )
-
-    def undelivered_for_worker(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
-        return list(
-            self._s.scalars(
-                select(m.Session.id).where(
-                    m.Session.worker_id == worker_id, m.Session.state == SessionState.REQUESTED.value
-                )
-            )
-        )
-
-    # -- worker choice ----------------------------------------------------
-
     def candidate_workers(
         self, organization_id: uuid.UUID, protocol: str, seen_since: datetime
     ) -> list[tuple[uuid.UUID, int, int]]:
@@ -222,26 +197,6 @@ class SessionRepository:
                 m.SessionLease.session_id == session_id, m.SessionLease.released_at.is_(None)
             )
         ).one_or_none()
-
-    def lease(self, lease_id: uuid.UUID) -> m.SessionLease | None:
-        return self._s.get(m.SessionLease, lease_id)
-
-    def renew_leases(self, worker_id: uuid.UUID, session_ids: list[uuid.UUID], ttl_seconds: int) -> int:
-        """Extend the unexpired leases of the worker's sessions that it says it runs."""
-        if not session_ids:
-            return 0
-        result = self._s.execute(
-            update(m.SessionLease)
-            .where(
-                m.SessionLease.worker_id == worker_id,
-                m.SessionLease.session_id.in_(session_ids),
-                m.SessionLease.released_at.is_(None),
-                m.SessionLease.expires_at > func.now(),
-            )
-            .values(expires_at=func.now() + _interval(ttl_seconds), renewed_at=func.now()),
-            execution_options={"synchronize_session": False},
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def renew_leases_of(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], ttl_seconds: int) -> None:
         """Extend the unexpired leases of (worker id, session id) pairs, in one statement."""

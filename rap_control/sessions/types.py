@@ -70,7 +70,8 @@ class Assignment:
     secret_ref: str
     resource_metadata: dict[str, Any]
     lease_id: uuid.UUID
-    lease_token: str
+    # Half of the proof the resolver asks for: kept out of repr (and so of logs).
+    lease_token: str = field(repr=False)
     lease_expires_at: datetime
     organization_policy: dict[str, Any] = field(default_factory=dict)
 

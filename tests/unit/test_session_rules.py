@@ -40,3 +40,25 @@ def test_requested_channels_are_cut_to_the_policy() -> None:
 )
 def test_reason_codes_are_identifiers_never_free_text(raw: str, expected: str) -> None:
     assert reason_code(raw, "dflt") == expected
+
+
+def test_tokens_in_session_values_never_print() -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from rap_control.sessions.attachments import Attached, Attachment
+    from rap_control.sessions.types import Assignment, Session, SessionState
+
+    now = datetime.now(UTC)
+    ids = [uuid.uuid4() for _ in range(5)]
+    session = Session(
+        ids[0], ids[1], ids[2], ids[3], ids[4], SessionState.ACTIVE, [Channel.TERMINAL], None, now, now
+    )
+    assignment = Assignment(
+        session, Protocol.SSH, "h:22", "rap-secret://x", {}, ids[0], "lease-canary-token", now
+    )
+    attached = Attached(
+        Attachment(ids[0], ids[1], ids[0], ids[3], "active", [], now), session, "dp-canary-token", None, None
+    )
+    assert "lease-canary-token" not in repr(assignment) and "lease-canary-token" not in f"{assignment}"
+    assert "dp-canary-token" not in repr(attached)
