@@ -51,10 +51,20 @@ def reason(error: grpc.aio.AioRpcError) -> str:
 
 class RapClient:
     def __init__(
-        self, target: str, token: str, *, tls_ca_pem: bytes | None = None, production: bool = False
+        self,
+        target: str,
+        token: str,
+        *,
+        tls_ca_pem: bytes | None = None,
+        production: bool = False,
+        allow_smoke_insecure: bool = False,
     ) -> None:
         """``tls_ca_pem``: the CA of the control plane's TLS certificate (plaintext without).
-        ``production``: refuse data-plane endpoints that cannot be verified."""
+        ``production``: never use an unverifiable data-plane endpoint, even if asked.
+        ``allow_smoke_insecure``: in development, accept a smoke-only endpoint (no
+        certificate check at all); off unless asked for."""
+        if production and allow_smoke_insecure:
+            raise ValueError("allow_smoke_insecure is for development; it cannot be used in production mode")
         self._channel = (
             grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=tls_ca_pem))
             if tls_ca_pem is not None
@@ -62,6 +72,7 @@ class RapClient:
         )
         self._metadata = (("authorization", f"Bearer {token}"),)
         self.production = production
+        self.allow_smoke_insecure = allow_smoke_insecure
         self.resources = resource_pb2_grpc.ResourceServiceStub(self._channel)
         self.secrets = secret_pb2_grpc.SecretServiceStub(self._channel)
         self.sessions = session_pb2_grpc.SessionServiceStub(self._channel)
@@ -397,4 +408,8 @@ class SessionHandle:
     async def connect(self, *, takeover: bool = False) -> DataConnection:
         """Attach and open the data-plane connection on the best verifiable candidate."""
         attachment = await self._client.attach_session(self.id, takeover=takeover)
-        return await DataConnection.open(attachment, production=self._client.production)
+        return await DataConnection.open(
+            attachment,
+            production=self._client.production,
+            allow_smoke_insecure=self._client.allow_smoke_insecure,
+        )

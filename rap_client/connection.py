@@ -3,8 +3,9 @@
 ``choose_candidate`` takes a direct worker endpoint only when it can verify
 it: with the platform CA bundle the candidate carries, or with the system's
 trust store for ``public_ca``. A smoke-only candidate (development, no
-verification) is taken only when the caller is not in production mode;
-otherwise the gateway is used. The token travels in the Authorization
+verification at all) is taken only when the caller asked for it
+(``allow_smoke_insecure``) and is not in production mode, and it says so in
+the log; otherwise the gateway is used. The token travels in the Authorization
 header, never in the URL.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from rap.v1 import dataplane_pb2, session_pb2
 from rap_common import frames
 from rap_common.errors import FailedPrecondition
 
+log = logging.getLogger(__name__)
+
 CHUNK = 256 * 1024  # well under frames.MAX_FRAME; fewer frames and SFTP writes
 
 
@@ -33,13 +37,17 @@ class Chosen:
     kind: str
 
 
-def choose_candidate(attachment: session_pb2.Attachment, *, production: bool) -> Chosen:
+def choose_candidate(
+    attachment: session_pb2.Attachment, *, production: bool, allow_smoke_insecure: bool = False
+) -> Chosen:
     """The first candidate this client can verify (see the module docstring)."""
     for candidate in attachment.candidates:
         if candidate.kind == session_pb2.CANDIDATE_KIND_DIRECT_WORKER:
             if candidate.smoke_only or candidate.trust_mode == session_pb2.TRUST_MODE_SMOKE_INSECURE:
-                if production:
+                if production or not allow_smoke_insecure:
                     continue
+                # Development smoke tests only, asked for by name: no verification at all.
+                log.warning("connecting to %s WITHOUT verifying its certificate (smoke mode)", candidate.url)
                 insecure = ssl.create_default_context()
                 insecure.check_hostname = False
                 insecure.verify_mode = ssl.CERT_NONE
@@ -81,8 +89,12 @@ class DataConnection:
         self.close_code: int | None = None
 
     @classmethod
-    async def open(cls, attachment: session_pb2.Attachment, *, production: bool) -> DataConnection:
-        chosen = choose_candidate(attachment, production=production)
+    async def open(
+        cls, attachment: session_pb2.Attachment, *, production: bool, allow_smoke_insecure: bool = False
+    ) -> DataConnection:
+        chosen = choose_candidate(
+            attachment, production=production, allow_smoke_insecure=allow_smoke_insecure
+        )
         http = aiohttp.ClientSession()
         try:
             ws = await http.ws_connect(

@@ -2,8 +2,9 @@
 
 They call the control plane's API as a user: ``RAP_ADDRESS`` (default
 127.0.0.1:50051), ``RAP_TOKEN`` (an API token), ``RAP_TLS_CA_FILE`` when the
-API has TLS. With ``APP_ENV=production`` (or ``--production``) the SDK takes
-no data-plane endpoint it cannot verify.
+API has TLS. The SDK takes no data-plane endpoint it cannot verify, unless
+``--smoke-insecure`` asks it to in development (refused with
+``APP_ENV=production`` or ``--production``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ def _client(args: argparse.Namespace) -> RapClient:
         raise SystemExit("rapctl: set RAP_TOKEN to your API token")
     ca_file = os.environ.get("RAP_TLS_CA_FILE")
     production = args.production or os.environ.get("APP_ENV", "").lower() == "production"
+    if production and args.smoke_insecure:
+        raise SystemExit("rapctl: --smoke-insecure is for development; it cannot be used in production")
     return RapClient(
         os.environ.get("RAP_ADDRESS", "127.0.0.1:50051"),
         token,
         tls_ca_pem=Path(ca_file).read_bytes() if ca_file else None,
         production=production,
+        allow_smoke_insecure=args.smoke_insecure,
     )
 
 
@@ -112,8 +116,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ssh = sub.add_parser("ssh", help="an interactive terminal on a resource, through RAP")
     ssh.add_argument("resource", help="the resource's name or id")
     ssh.add_argument("--production", action="store_true", help="use only data-plane endpoints that verify")
+    ssh.add_argument(
+        "--smoke-insecure", action="store_true", help="development: accept an unverified smoke-only endpoint"
+    )
     up = sub.add_parser("upload", help="upload a file into RAP_Transfers on a resource")
     up.add_argument("resource", help="the resource's name or id")
     up.add_argument("file")
     up.add_argument("--name", help="the name on the target (default: the file's)")
     up.add_argument("--production", action="store_true", help="use only data-plane endpoints that verify")
+    up.add_argument(
+        "--smoke-insecure", action="store_true", help="development: accept an unverified smoke-only endpoint"
+    )

@@ -15,6 +15,7 @@ import pytest
 
 from rap.v1 import resource_pb2
 from rap_client import RapClient
+from rap_common.errors import FailedPrecondition
 from tests.e2e.cluster import Cluster, cluster
 from tests.support import sshd as sshd_support
 from tests.support.processes import BIN, WorkerProcess, base_env
@@ -107,3 +108,35 @@ def test_rapctl_ssh_and_upload_by_resource_name(
     assert again.returncode == 1 and "file_exists" in again.stderr
     missing = _rapctl(plane, "ssh", "no-such-resource", stdin="")
     assert missing.returncode == 1 and "no resource is named" in missing.stderr
+
+
+def test_smoke_mode_connects_only_when_asked_and_never_in_production(
+    postgres_url: str, sshd: Sshd, tmp_path: Path
+) -> None:
+    with cluster(
+        postgres_url, tmp_path, None, DATA_PLANE_DIRECT_WORKER_TLS_TRUST_MODE="smoke_insecure"
+    ) as smoke:
+        smoke.enroll_worker("smoke")
+        resource_id = smoke.ssh_resource(sshd)
+
+        async def attempt(**options: bool) -> str:
+            async with RapClient(smoke.a.target, smoke.admin.token, **options) as rap:
+                session = await rap.start_session(resource_id)
+                await session.wait_active()
+                try:
+                    connection = await session.connect(takeover=True)
+                except FailedPrecondition as refused:
+                    return refused.reason
+                try:
+                    await connection.write(b"echo smoke-$((4*4))\n")
+                    seen = b""
+                    while b"smoke-16" not in seen:
+                        seen += await asyncio.wait_for(connection.read(), 15)
+                    return connection.chosen.kind
+                finally:
+                    await connection.close()
+                    await rap.terminate_session(session.id)
+
+        assert asyncio.run(attempt()) == "no_candidate"
+        assert asyncio.run(attempt(production=True)) == "no_candidate"
+        assert asyncio.run(attempt(allow_smoke_insecure=True)) == "direct_smoke_only"

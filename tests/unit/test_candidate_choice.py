@@ -30,11 +30,30 @@ NO_BUNDLE = session_pb2.Candidate(
 def test_production_skips_a_smoke_only_direct_candidate_for_the_gateway() -> None:
     chosen = choose_candidate(_attachment(SMOKE, GW), production=True)
     assert (chosen.kind, chosen.url) == ("gateway", GW.url)
+    # Even when asked: production never switches certificate checks off.
+    chosen = choose_candidate(_attachment(SMOKE, GW), production=True, allow_smoke_insecure=True)
+    assert chosen.kind == "gateway"
 
 
-def test_development_takes_the_smoke_only_candidate_flagged_as_such() -> None:
-    chosen = choose_candidate(_attachment(SMOKE, GW), production=False)
+def test_development_skips_the_smoke_only_candidate_unless_asked() -> None:
+    assert choose_candidate(_attachment(SMOKE, GW), production=False).kind == "gateway"
+    with pytest.raises(FailedPrecondition):
+        choose_candidate(_attachment(SMOKE), production=False)
+
+
+def test_development_takes_the_smoke_only_candidate_when_asked_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chosen = choose_candidate(_attachment(SMOKE, GW), production=False, allow_smoke_insecure=True)
     assert (chosen.kind, chosen.url) == ("direct_smoke_only", SMOKE.url)
+    assert "WITHOUT verifying" in caplog.text
+
+
+def test_a_client_cannot_be_both_production_and_smoke() -> None:
+    from rap_client import RapClient
+
+    with pytest.raises(ValueError, match="development"):
+        RapClient("127.0.0.1:1", "t", production=True, allow_smoke_insecure=True)
 
 
 def test_a_platform_ca_candidate_without_a_bundle_is_unverifiable_and_skipped() -> None:
