@@ -54,7 +54,7 @@ from rap_client.connection import DataConnection  # noqa: E402
 from rap_control.tokens.keyring import public_jwk  # noqa: E402
 from rap_worker.dataplane import AttachmentInfo, DataPlane, SessionView  # noqa: E402
 from tests.e2e.cluster import cluster  # noqa: E402
-from tests.support.processes import BIN, ROOT, base_env, free_port, wait_for  # noqa: E402
+from tests.support.processes import BIN, free_port, start_gateway  # noqa: E402
 from tests.support.sshd import start_sshd  # noqa: E402
 from tests.support.tls import make_server_tls  # noqa: E402
 
@@ -297,42 +297,9 @@ def full_stack(upload_mib: int) -> None:
                 token = c.admin.admin.CreateWorkerEnrollmentToken(
                     admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="gateway")
                 ).enrollment_token
-                subprocess.run(
-                    [
-                        str(BIN / "rap-worker"),
-                        "enroll",
-                        "--control",
-                        c.a.target,
-                        "--state-dir",
-                        str(work / "gw"),
-                    ],
-                    env=base_env(RAP_ENROLLMENT_TOKEN=token),
-                    check=True,
-                    capture_output=True,
+                gateway = start_gateway(
+                    work, gw_port, c.a.target, token, c.admin.token, tls.cert_file, tls.key_file
                 )
-                log = work / "gateway.log"
-                with log.open("wb") as out:
-                    gateway = subprocess.Popen(
-                        [
-                            str(BIN / "rap-gateway"),
-                            "run",
-                            "--listen",
-                            f"127.0.0.1:{gw_port}",
-                            "--tls-cert-file",
-                            str(tls.cert_file),
-                            "--tls-key-file",
-                            str(tls.key_file),
-                            "--state-dir",
-                            str(work / "gw"),
-                            "--control",
-                            c.a.target,
-                        ],
-                        env=base_env(RAP_GATEWAY_API_TOKEN=c.admin.token),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        cwd=ROOT,
-                    )
-                wait_for("gateway serving on", log, gateway)
                 wsk_port = free_port()
                 wsk_log = work / "websockify.log"
                 with wsk_log.open("wb") as out:

@@ -15,18 +15,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import getpass
-import ipaddress
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from rap.v1 import resource_pb2
+from rap_control.pki import certificates
 
 PORT = 2222
 
@@ -52,42 +50,17 @@ def _sshd(directory: Path) -> None:
 
 
 def _gateway_tls(directory: Path) -> None:
+    """A CA of its own and a certificate for localhost, from the platform's PKI helpers;
+    made again once the certificate has expired."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if (directory / "gateway.pem").exists():
-        return
     now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RAP development gateway CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    existing = directory / "gateway.pem"
+    if existing.exists() and x509.load_pem_x509_certificate(existing.read_bytes()).not_valid_after_utc > now:
+        return
+    ca_key, ca = certificates.new_ca(now)
+    key, cert = certificates.issue_server_certificate(ca_key, ca, ["localhost", "127.0.0.1"], now)
     (directory / "gateway-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "gateway.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    existing.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     fd = os.open(directory / "gateway-key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(

@@ -209,7 +209,8 @@ class Agent:
         )
 
     def _mark_ended(self, session_id: str, how: str) -> None:
-        self._ended[session_id] = how
+        # The first notice of how a session ended is the one that counts.
+        self._ended.setdefault(session_id, how)
         while len(self._ended) > 10_000:
             self._ended.popitem(last=False)
 

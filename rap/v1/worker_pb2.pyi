@@ -506,6 +506,9 @@ class Terminate(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     reason: _builtins.str
+    """"terminated" when the session was terminated; anything else (failed,
+    lease_expired, unknown) means it failed.
+    """
     def __init__(
         self,
         *,

@@ -24,7 +24,7 @@ from rap_common.errors import InvalidArgument, PermissionDenied, RapError, Unava
 from rap_control.api import convert, session_convert
 from rap_control.api.context import current_peer_certificate, current_request_id
 from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
-from rap_control.db.engine import Database, UnitOfWork
+from rap_control.db.engine import Database
 from rap_control.resources.types import Protocol
 from rap_control.sessions.attachments import Attachments
 from rap_control.sessions.lifecycle import SessionTiming
@@ -87,6 +87,8 @@ class StreamHub:
 
 
 def _terminate(session_id: uuid.UUID, reason: str) -> worker_pb2.ConnectResponse:
+    """A Terminate; the reason is "terminated" for a terminated session, anything else
+    (failed, lease_expired, unknown) for one that failed."""
     return worker_pb2.ConnectResponse(
         terminate=worker_pb2.Terminate(session_id=str(session_id), reason=reason)
     )
@@ -146,9 +148,9 @@ class WorkerStreams:
         result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats))
         for worker_id in result.revoked:
             batch[worker_id][1].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
-        for worker_id, session_ids in result.ended.items():
-            for session_id in session_ids:
-                batch[worker_id][1].send(_terminate(session_id, "session_over"))
+        for worker_id, ended in result.ended.items():
+            for session_id, how in ended:
+                batch[worker_id][1].send(_terminate(session_id, how))
         for worker_id, session_ids in result.undelivered.items():
             for session_id in session_ids:
                 await self._deliver(worker_id, session_id)
@@ -220,7 +222,7 @@ class WorkerStreams:
             raise InvalidArgument("the first message on Connect must be Hello", reason="hello_required")
         hello = self._hello(first.hello)
         sync = await self._db.run(lambda uow: self._sessions.hello(uow, peer, hello))
-        jwks = await self._db.run(self._published_keys)
+        jwks = await self._db.run(self._ring.jwks)
         stream = self.hub.open(sync.worker_id, sync.organization_id)
         await self._claim(sync.worker_id)
         log.info("worker %s connected (%d live sessions re-sent)", sync.worker_id, len(sync.assignments))
@@ -237,8 +239,8 @@ class WorkerStreams:
             )
             for assignment in sync.assignments:
                 yield self._assignment(assignment)
-            for session_id in sync.ended:
-                yield _terminate(session_id, "session_over")
+            for session_id, how in sync.ended:
+                yield _terminate(session_id, how)
             while True:
                 item = await stream.next()
                 if item is None:
@@ -306,11 +308,6 @@ class WorkerStreams:
             )
         else:
             raise InvalidArgument(f"unexpected {kind or 'empty'} message on Connect", reason="bad_message")
-
-    def _published_keys(self, uow: UnitOfWork) -> dict[str, dict[str, str]]:
-        """The JWKS, with the ring's keys created first if they do not exist yet."""
-        self._ring.active(uow)
-        return self._ring.jwks(uow)
 
     def _hello(self, hello: Any) -> WorkerHello:
         protocols = []

@@ -38,11 +38,7 @@ class SigningKeyRpcs:
     async def get_jwks(self) -> admin_pb2.GetJwksResponse:
         """The published public keys: any authenticated caller may read them."""
 
-        def unit(uow: UnitOfWork, call: CallContext) -> dict[str, dict[str, str]]:
-            self._ring.active(uow)  # the keys exist before anyone reads the set
-            return self._ring.jwks(uow)
-
-        jwks = await self._calls.run(unit)
+        jwks = await self._calls.run(lambda uow, call: self._ring.jwks(uow))
         return admin_pb2.GetJwksResponse(jwks=session_convert.jwks_to_proto(jwks))
 
     async def rotate(self) -> admin_pb2.RotateSigningKeyResponse:

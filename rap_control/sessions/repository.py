@@ -212,6 +212,14 @@ class SessionRepository:
             {"ttl": ttl_seconds, "workers": [w for w, _ in pairs], "sessions": [s for _, s in pairs]},
         )
 
+    def end_states(self, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """How each of these sessions stands: its state, or "unknown" when there is no such session."""
+        if not session_ids:
+            return {}
+        rows = self._s.execute(select(m.Session.id, m.Session.state).where(m.Session.id.in_(session_ids)))
+        found = {row[0]: row[1] for row in rows}
+        return {sid: str(found.get(sid, "unknown")) for sid in session_ids}
+
     def live_pairs(self, session_ids: Sequence[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
         """(worker id, session id) of those of ``session_ids`` that are live."""
         if not session_ids:

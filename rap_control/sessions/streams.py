@@ -72,7 +72,8 @@ class WorkerSessions:
             if assignment is not None:
                 assignments.append(assignment)
         live_ids = {s.id for s in live}
-        ended = [sid for sid in hello.session_ids if sid not in live_ids]
+        over = [sid for sid in hello.session_ids if sid not in live_ids]
+        ended = list(repo.end_states(over).items())
         return StreamSync(worker.id, worker.organization_id, assignments, ended)
 
     def heartbeats(self, uow: UnitOfWork, beats: list[Beat]) -> BeatsResult:
@@ -85,10 +86,11 @@ class WorkerSessions:
         pairs = [(b.worker_id, s) for b in beats if b.worker_id in alive for s in b.session_ids]
         repo.renew_leases_of(pairs, self._timing.lease_ttl_seconds)
         live = repo.live_pairs([s for _, s in pairs])
-        ended: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for pair in pairs:
-            if pair not in live:
-                ended.setdefault(pair[0], []).append(pair[1])
+        over = [pair for pair in pairs if pair not in live]
+        states = repo.end_states([session_id for _, session_id in over])
+        ended: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {}
+        for worker_id, session_id in over:
+            ended.setdefault(worker_id, []).append((session_id, states[session_id]))
         undelivered: dict[uuid.UUID, list[uuid.UUID]] = {}
         for worker_id, session_id in repo.undelivered_of(list(alive), UNDELIVERED_AFTER_SECONDS):
             undelivered.setdefault(worker_id, []).append(session_id)

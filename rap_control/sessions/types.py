@@ -93,7 +93,8 @@ class StreamSync:
     worker_id: uuid.UUID
     organization_id: uuid.UUID
     assignments: list[Assignment]
-    ended: list[uuid.UUID]
+    # (session id, how it ended: "terminated", "failed" or "unknown")
+    ended: list[tuple[uuid.UUID, str]]
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class BeatsResult:
     over, and sessions still waiting for delivery (their notice was lost)."""
 
     revoked: set[uuid.UUID]
-    ended: dict[uuid.UUID, list[uuid.UUID]]
+    # worker id -> (session id, how it ended: "terminated", "failed" or "unknown")
+    ended: dict[uuid.UUID, list[tuple[uuid.UUID, str]]]
     undelivered: dict[uuid.UUID, list[uuid.UUID]]
 
 

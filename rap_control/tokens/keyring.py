@@ -175,7 +175,13 @@ class SigningKeyRing:
         return Rotation(active.kid, upcoming.kid, fresh.kid, publish_until)
 
     def jwks(self, uow: UnitOfWork) -> dict[str, dict[str, str]]:
-        """Every published public key by kid: next, active, and retired ones still within their overlap."""
+        """Every published public key by kid: next, active, and retired ones still within their overlap.
+
+        The ring's keys are created first if they do not exist yet, so that nobody
+        (a worker's Welcome, a gateway) is handed an empty set that the first
+        signature would then outdate.
+        """
+        self.active(uow)
         rows = uow.session.scalars(
             select(m.SigningKey).where(
                 or_(m.SigningKey.state != "retired", m.SigningKey.publish_until > datetime.now(UTC))

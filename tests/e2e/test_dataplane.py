@@ -34,20 +34,12 @@ from rap_common import frames
 from rap_common.tokens import LEASE_AUDIENCE
 from tests.conftest import _libpq
 from tests.e2e.cluster import Cluster, cluster, states
-from tests.support import sshd as sshd_support
 from tests.support.client import Client
 from tests.support.processes import WorkerProcess
 from tests.support.signer import PlatformSigner
 from tests.support.sshd import Sshd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = sshd_support.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

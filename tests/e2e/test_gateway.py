@@ -16,19 +16,11 @@ import pytest
 from rap.v1 import admin_pb2, session_pb2
 from rap_common import frames
 from tests.e2e.cluster import Cluster, cluster, states
-from tests.support import sshd as sshd_support
-from tests.support.processes import BIN, ROOT, WorkerProcess, base_env, free_port, wait_for
+from tests.support.processes import WorkerProcess, free_port, start_gateway
 from tests.support.sshd import Sshd
 from tests.support.tls import make_server_tls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = sshd_support.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -60,44 +52,7 @@ def gateway(
     token = plane.admin.admin.CreateWorkerEnrollmentToken(
         admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="gateway")
     ).enrollment_token
-    enrolled = subprocess.run(
-        [
-            str(BIN / "rap-worker"),
-            "enroll",
-            "--control",
-            plane.a.target,
-            "--state-dir",
-            str(directory / "gw-state"),
-        ],
-        env=base_env(RAP_ENROLLMENT_TOKEN=token),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert enrolled.returncode == 0, enrolled.stderr
-    log = directory / "gateway.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "rap-gateway"),
-                "run",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--tls-cert-file",
-                str(cert),
-                "--tls-key-file",
-                str(key),
-                "--state-dir",
-                str(directory / "gw-state"),
-                "--control",
-                plane.a.target,
-            ],
-            env=base_env(RAP_GATEWAY_API_TOKEN=plane.admin.token),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    wait_for("gateway serving on", log, process)
+    process = start_gateway(directory, port, plane.a.target, token, plane.admin.token, cert, key)
     yield process
     process.terminate()
     process.wait(10)

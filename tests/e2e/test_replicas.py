@@ -26,7 +26,6 @@ import redis
 
 from rap.v1 import session_pb2
 from tests.e2e.cluster import cluster, states
-from tests.support import sshd as sshd_support
 from tests.support.client import rpc_error, trailer
 from tests.support.redis_server import PrivateRedis
 from tests.support.sshd import Sshd
@@ -34,13 +33,6 @@ from tests.support.sshd import Sshd
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 LEASE_TTL = 6  # tests.support.processes.control_env
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = sshd_support.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -17,18 +17,10 @@ from rap.v1 import resource_pb2
 from rap_client import RapClient
 from rap_common.errors import FailedPrecondition
 from tests.e2e.cluster import Cluster, cluster
-from tests.support import sshd as sshd_support
 from tests.support.processes import BIN, WorkerProcess, base_env
 from tests.support.sshd import Sshd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = sshd_support.start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -208,17 +208,21 @@ def test_a_reconnecting_worker_gets_its_live_sessions_and_ends_the_others(
     session = _start(admin, _resource(admin))
     first = worker.assignment(session.id)
     worker.accept(first)
+    gone = _start(admin, _resource(admin))
+    worker.accept(worker.assignment(gone.id))
     worker.close()
+    admin.sessions.TerminateSession(session_pb2.TerminateSessionRequest(id=gone.id))
     unknown = str(uuid.uuid4())
-    worker.connect(session_ids=[session.id, unknown])
+    worker.connect(session_ids=[session.id, gone.id, unknown])
     resent = worker.assignment(session.id)
     assert resent.lease_token != first.lease_token  # signed afresh
-    ended = []
-    while not ended:
+    ended = {}
+    while len(ended) < 2:
         message = worker.responses.get(timeout=10)
         if message.WhichOneof("message") == "terminate":
-            ended.append(message.terminate.session_id)
-    assert ended == [unknown]
+            ended[message.terminate.session_id] = message.terminate.reason
+    # Each says how it ended, so that the worker refuses later binds with the right reason.
+    assert ended == {gone.id: "terminated", unknown: "unknown"}
 
 
 def test_the_sweeper_fails_a_session_whose_lease_lapsed(

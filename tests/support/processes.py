@@ -198,3 +198,49 @@ class WorkerProcess:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def start_gateway(
+    directory: Path,
+    listen_port: int,
+    control_target: str,
+    enrollment_token: str,
+    api_token: str,
+    cert_file: Path,
+    key_file: Path,
+) -> subprocess.Popen[bytes]:
+    """Enroll a platform identity for the gateway (`rap-worker enroll`) and run `rap-gateway`."""
+    state = directory / "gateway-state"
+    enrolled = subprocess.run(
+        [str(BIN / "rap-worker"), "enroll", "--control", control_target, "--state-dir", str(state)],
+        env=base_env(RAP_ENROLLMENT_TOKEN=enrollment_token),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if enrolled.returncode != 0:
+        raise RuntimeError(f"the gateway's enrollment failed: {enrolled.stderr}")
+    log = directory / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(BIN / "rap-gateway"),
+                "run",
+                "--listen",
+                f"127.0.0.1:{listen_port}",
+                "--tls-cert-file",
+                str(cert_file),
+                "--tls-key-file",
+                str(key_file),
+                "--state-dir",
+                str(state),
+                "--control",
+                control_target,
+            ],
+            env=base_env(RAP_GATEWAY_API_TOKEN=api_token),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    wait_for("gateway serving on", log, process)
+    return process
