@@ -221,7 +221,8 @@ class Agent:
 
     async def _stream(self, target: str) -> bool:
         """One Connect stream; True if it got as far as Welcome."""
-        identity = self._state.load()
+        # State files are read off the event loop: a slow disk must not stall live sessions.
+        identity = await asyncio.to_thread(self._state.load)
         async with worker_channel(target, identity) as channel:
             self._channel = channel
             call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect()  # type: ignore[call-arg]
@@ -477,7 +478,7 @@ class Agent:
 
     async def _renewals(self, channel: grpc.aio.Channel) -> None:
         while True:
-            identity = self._state.load()
+            identity = await asyncio.to_thread(self._state.load)
             wait = seconds_until_renewal(identity, datetime.now(UTC))
             if wait > 0:
                 await asyncio.sleep(min(wait, 3600))
@@ -486,19 +487,18 @@ class Agent:
 
     async def renew(self, channel: grpc.aio.Channel) -> None:
         """A fresh key and certificate from the platform CA, written to the state directory."""
-        identity = self._state.load()
+        identity = await asyncio.to_thread(self._state.load)
         key_pem, csr_pem = new_key_and_csr(f"rap-worker-{self.worker_id}")
         response = await worker_pb2_grpc.WorkerServiceStub(channel).RenewCertificate(
             worker_pb2.RenewCertificateRequest(csr_pem=csr_pem), timeout=30
         )
-        self._state.save(
-            WorkerIdentity(
-                worker_id=identity.worker_id,
-                key_pem=key_pem,
-                certificate_pem=response.certificate_pem.encode(),
-                ca_pem=response.ca_bundle_pem.encode(),
-            )
+        renewed = WorkerIdentity(
+            worker_id=identity.worker_id,
+            key_pem=key_pem,
+            certificate_pem=response.certificate_pem.encode(),
+            ca_pem=response.ca_bundle_pem.encode(),
         )
+        await asyncio.to_thread(self._state.save, renewed)
         self._load_certificate()  # new direct connections get the new certificate
         log.info(
             "renewed the worker certificate; it expires %s", response.expire_time.ToDatetime().isoformat()
