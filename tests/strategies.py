@@ -160,3 +160,103 @@ PEM_PRIVATE_KEY = (
     "-----END PRIVATE KEY-----\n"
 )
 PEM_KINDS = ["", "RSA ", "EC ", "OPENSSH ", "ENCRYPTED ", "DSA "]
+
+
+# -- look-alike spellings, short names and credentials inside values ---------
+
+# Per ASCII letter, characters of other scripts or forms that look like it
+# (Cyrillic, Greek, fullwidth, mathematical bold, the long s, the dotless i).
+LOOKALIKES: dict[str, list[str]] = {
+    "a": ["\u0430", "\uff41", "\U0001d41a"],
+    "c": ["\u0441", "\uff43"],
+    "e": ["\u0435", "\uff45", "\U0001d41e"],
+    "i": ["\u0131", "\u0456", "\uff49"],
+    "k": ["\u03ba", "\uff4b"],
+    "n": ["\uff4e", "\U0001d427"],
+    "o": ["\u043e", "\u03bf", "\uff4f"],
+    "p": ["\u0440", "\u03c1", "\uff50", "\U0001d429"],
+    "r": ["\uff52", "\U0001d42b"],
+    "s": ["\u017f", "\u0455", "\uff53"],
+    "t": ["\uff54", "\U0001d42d"],
+    "w": ["\uff57", "\u051d"],
+    "y": ["\u0443", "\uff59"],
+}
+
+SHORT_CREDENTIAL_WORDS: list[list[str]] = [
+    ["pwd"],
+    ["pass"],
+    ["pin"],
+    ["otp"],
+    ["auth"],
+    ["bearer"],
+    ["cookie"],
+    ["session", "key"],
+    ["api", "key"],
+    ["login", "pwd"],
+    ["passphrase"],
+]
+
+
+@st.composite
+def lookalike_credential_keys(draw: st.DrawFn) -> str:
+    """A credential term with one or more letters swapped for look-alikes of another script or form."""
+    key = draw(credential_keys())
+    positions = [i for i, c in enumerate(key) if c.lower() in LOOKALIKES]
+    swapped = draw(st.lists(st.sampled_from(positions), min_size=1, unique=True)) if positions else []
+    chars = list(key)
+    for i in swapped:
+        chars[i] = draw(st.sampled_from(LOOKALIKES[chars[i].lower()]))
+    return "".join(chars)
+
+
+@st.composite
+def short_credential_keys(draw: st.DrawFn) -> str:
+    """A short credential name (pwd, pin, otp...) as a whole word, maybe between plain words."""
+    prefix = draw(st.lists(st.sampled_from(PLAIN_WORDS), max_size=2))
+    suffix = draw(st.lists(st.sampled_from(PLAIN_WORDS), max_size=2))
+    words = prefix + draw(st.sampled_from(SHORT_CREDENTIAL_WORDS)) + suffix
+    # Glued words lose their boundaries; short names are matched as words.
+    return _style(words, draw(st.sampled_from(["snake", "kebab", "upper", "camel", "pascal", "dotted"])))
+
+
+PRIVATE_KEY_ARMOURS = [
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGCANARY\n-----END PGP PRIVATE KEY BLOCK-----\n",
+    "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nPrivate-Lines: 1\nAAAACANARY\n",
+    "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\n",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAACANARY\n-----END OPENSSH PRIVATE KEY-----\n",
+    "-----begin openssh private key-----\nb3BlbnNzaC1rZXktdjEAAAAACANARY\n-----end openssh private key-----\n",
+    "-----Begin Rsa Private Key-----\nMIIECANARY\n-----End Rsa Private Key-----\n",
+]
+
+
+@st.composite
+def private_key_values(draw: st.DrawFn) -> str:
+    """A private key in some armour, maybe base64-encoded (standard or URL-safe, once or twice)."""
+    import base64
+
+    value = draw(st.sampled_from([*PRIVATE_KEY_ARMOURS, PEM_PRIVATE_KEY]))
+    for _ in range(draw(st.integers(0, 2))):
+        encode = draw(st.sampled_from([base64.b64encode, base64.urlsafe_b64encode]))
+        value = encode(value.encode()).decode()
+        if draw(st.booleans()):
+            value = value.rstrip("=")
+    return value
+
+
+@st.composite
+def credential_in_value(draw: st.DrawFn) -> str:
+    """A URL with a password in its userinfo, or a connection string with a password."""
+    password = draw(st.text(alphabet="abcXYZ019!~", min_size=1, max_size=12))
+    user = draw(st.text(alphabet="abcdefxyz", min_size=1, max_size=8))
+    scheme = draw(st.sampled_from(["postgres", "mysql", "https", "redis", "ldap", "amqp", "mongodb+srv"]))
+    word = draw(st.sampled_from(["Password", "password", "PWD", "Pwd", "passwd"]))
+    return draw(
+        st.sampled_from(
+            [
+                f"{scheme}://{user}:{password}@db.internal:5432/app",
+                f"Server=db;Database=app;User Id={user};{word}={password};",
+                f"host=db port=5432 user={user} {word}={password}",
+                f"Driver={{SQL}};Uid={user};{word}={password}",
+            ]
+        )
+    )

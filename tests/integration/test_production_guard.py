@@ -21,9 +21,19 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rap.v1 import audit_pb2, resource_pb2
-from rap_control.policy.credentials import is_credential_key
+from rap_control.policy.credentials import is_credential_key, is_credential_value
 from tests.conftest import Org, _libpq
-from tests.strategies import ORDINARY_KEYS, PEM_KINDS, PEM_PRIVATE_KEY, ordinary_keys, planted_metadata
+from tests.strategies import (
+    ORDINARY_KEYS,
+    PEM_KINDS,
+    PEM_PRIVATE_KEY,
+    credential_in_value,
+    lookalike_credential_keys,
+    ordinary_keys,
+    planted_metadata,
+    private_key_values,
+    short_credential_keys,
+)
 from tests.support.client import Client, paginate, rpc_error, trailer
 from tests.support.server import ServerThread
 
@@ -128,6 +138,37 @@ def test_a_pem_private_key_value_is_refused_under_any_key(
     assert CANARY[:6] not in error.details()
 
 
+@PROPERTY
+@given(
+    key=st.one_of(lookalike_credential_keys(), short_credential_keys()),
+    data=st.data(),
+)
+def test_lookalike_and_short_credential_keys_are_refused_in_production(
+    guarded: tuple[Client, Org], key: str, data: st.DataObject
+) -> None:
+    client, org = guarded
+    planted = data.draw(planted_metadata(leaf=CANARY, key=key))
+    error = rpc_error(_create, client, org, planted.metadata)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailer(error, "rap-reason") == "plaintext_credentials"
+    assert planted.path in error.details()
+    assert CANARY not in error.details()
+
+
+@PROPERTY
+@given(value=st.one_of(private_key_values(), credential_in_value()), key=ordinary_keys(), data=st.data())
+def test_credentials_inside_values_are_refused_in_production(
+    guarded: tuple[Client, Org], value: str, key: str, data: st.DataObject
+) -> None:
+    assume(not is_credential_key(key))
+    client, org = guarded
+    planted = data.draw(planted_metadata(leaf=value, key=key))
+    error = rpc_error(_create, client, org, planted.metadata)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert planted.path in error.details()
+    assert value not in error.details()
+
+
 # NUL is refused for every resource (PostgreSQL cannot store it): see test_resource_validation.
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
 
@@ -138,7 +179,7 @@ def test_ordinary_metadata_passes_in_production(
     guarded: tuple[Client, Org], metadata: dict[str, Any]
 ) -> None:
     assume(not any(is_credential_key(k) for k in metadata))
-    assume(not any(isinstance(v, str) and "PRIVATE KEY" in v for v in metadata.values()))
+    assume(not any(isinstance(v, str) and is_credential_value(v) for v in metadata.values()))
     client, org = guarded
     assert _create(client, org, metadata).metadata == _struct(metadata)
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rap_control.policy.credentials import credential_paths, fold_key, is_credential_key
+from rap_control.policy.credentials import (
+    credential_paths,
+    fold_key,
+    is_credential_key,
+    is_credential_value,
+)
 from rap_control.policy.guard import ProductionGuard
 from rap_control.resources.types import Protocol
 from tests.strategies import (
     ORDINARY_KEYS,
     PEM_KINDS,
     PEM_PRIVATE_KEY,
+    credential_in_value,
     credential_keys,
+    lookalike_credential_keys,
     ordinary_keys,
     planted_metadata,
+    private_key_values,
+    short_credential_keys,
 )
 
 CANARY = "canary-Zq81-value"
@@ -52,7 +62,7 @@ def test_a_pem_private_key_value_is_found_under_any_key(kind: str, key: str, dat
 )
 def test_ordinary_metadata_passes(metadata: dict) -> None:  # type: ignore[type-arg]
     assume(not any(is_credential_key(k) for k in metadata))
-    assume(not any(isinstance(v, str) and "PRIVATE KEY" in v for v in metadata.values()))
+    assume(not any(isinstance(v, str) and is_credential_value(v) for v in metadata.values()))
     assert list(credential_paths(metadata)) == []
 
 
@@ -82,3 +92,75 @@ def test_credentialed_protocols_need_a_secret_ref_in_production(protocol: Protoc
     assert guard.check_resource(protocol, None, {}).missing_secret_ref
     assert guard.check_resource(protocol, "rap-secret://...", {}).ok
     assert guard.check_resource(Protocol.TCP, None, {}).ok
+
+
+# -- look-alikes, short names, other key armours, credentials in values --------
+
+
+@given(lookalike_credential_keys())
+def test_a_credential_term_spelled_with_lookalikes_is_credential_like(key: str) -> None:
+    assert is_credential_key(key), ascii(key)
+
+
+@given(short_credential_keys())
+def test_short_credential_names_are_credential_like(key: str) -> None:
+    assert is_credential_key(key), key
+
+
+@given(private_key_values(), ordinary_keys(), st.data())
+def test_a_private_key_in_any_armour_or_base64_is_found_under_any_key(
+    value: str, key: str, data: st.DataObject
+) -> None:
+    assume(not is_credential_key(key))
+    planted = data.draw(planted_metadata(leaf=value, key=key))
+    assert planted.path in list(credential_paths(planted.metadata))
+
+
+@given(credential_in_value(), ordinary_keys(), st.data())
+def test_a_password_inside_a_url_or_connection_string_is_found(value: str, key: str, data: st.DataObject) -> None:
+    assume(not is_credential_key(key))
+    planted = data.draw(planted_metadata(leaf=value, key=key))
+    paths = list(credential_paths(planted.metadata))
+    assert planted.path in paths
+    assert not any(value in p for p in paths)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "p\u0430ssword",  # Cyrillic a
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",  # fullwidth
+        "\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d",  # math bold
+        "\u017fecret",  # long s
+        "pr\u0131vate_key",  # dotless i
+        "ap\u0131Key",
+        "\u03a1assword",  # Greek capital rho
+        "t\u043eken",
+        "d\u0430ta",  # not a credential, but mixes Latin and Cyrillic
+    ],
+)
+def test_named_lookalike_keys_are_refused(key: str) -> None:
+    assert is_credential_key(key), ascii(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["ping", "compass", "mapping", "author", "passport", "spinner", "ssh_host_key", "hostname", "\u65e5\u672c\u8a9e\u30ad\u30fc", "caf\u00e9"],
+)
+def test_words_that_merely_contain_a_short_name_pass(key: str) -> None:
+    assert not is_credential_key(key), key
+
+
+def test_a_login_beside_a_password_is_reported_as_a_pair() -> None:
+    assert list(credential_paths({"login": "bob", "pwd": CANARY, "host": "h"})) == [
+        "metadata.login",
+        "metadata.pwd",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://example.com/a?b=c", "ssh://bob@host", "https://user@host:8443/x", "password reset page", "-----BEGIN CERTIFICATE-----"],
+)
+def test_ordinary_values_pass(value: str) -> None:
+    assert not is_credential_value(value)
