@@ -22,6 +22,7 @@ from rap_control.coordination.memory import InProcessCoordination
 from rap_control.coordination.redis import RedisCoordination
 from rap_control.coordination.types import Coordination
 from rap_control.db.engine import Database
+from rap_control.health import HealthMonitor
 from rap_control.identity.service import IdentityService
 from rap_control.keys.provider import KeyProvider
 from rap_control.keys.service import KeyService
@@ -65,14 +66,17 @@ class Plane:
     streams: WorkerStreams
     resolution: SecretResolution
     sweeper: LeaseSweeper
+    health: HealthMonitor
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Consume this replica's coordination inbox and run the lease sweeper."""
+        """Consume this replica's coordination inbox, run the lease sweeper, probe health."""
         await self.coordination.start(self.streams.on_event)
+        await self.health.check()
         interval = max(0.5, self.settings.session_timing.lease_ttl_seconds / 3)
         self._tasks.append(asyncio.create_task(self.sweeper.run(interval, self._ended), name="rap-sweeper"))
         self._tasks.append(asyncio.create_task(self.streams.run_heartbeats(), name="rap-heartbeats"))
+        self._tasks.append(asyncio.create_task(self.health.run(), name="rap-health"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -136,4 +140,5 @@ def build_plane(
         ),
         resolution=SecretResolution(audit, enrollment, leases, store),
         sweeper=LeaseSweeper(db, audit),
+        health=HealthMonitor(db, provider, coordination),
     )

@@ -110,8 +110,8 @@ async def build_server(
 
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *RAP_SERVICES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # SERVING only while the database, the bus and the key provider answer.
+    await plane.health.register(health_servicer, RAP_SERVICES)
     reflection.enable_server_reflection(
         (*RAP_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
@@ -178,8 +178,7 @@ async def build_worker_server(
     _add_worker_services(server, plane)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *WORKER_SERVICES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await plane.health.register(health_servicer, WORKER_SERVICES)
     address = f"{settings.worker_listen_host}:{settings.worker_listen_port}"
     try:
         port = server.add_secure_port(address, credentials)

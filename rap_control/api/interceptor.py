@@ -8,6 +8,9 @@ For every call it
   (health, reflection and the worker-facing services are exempt: the
   latter authenticate by client certificate) and keeps it for the call;
   the token is checked inside the RPC's own unit of work (api/calls.py);
+* turns a request whose protobuf cannot be parsed (bad bytes, a Struct
+  nested past the parser's depth limit) into INVALID_ARGUMENT, where grpc
+  would answer UNKNOWN with the exception's class and no request id;
 * maps a :class:`RapError` to its status, with its ``reason`` in the
   trailing metadata as ``rap-reason``; any other exception becomes INTERNAL
   with the request id, and the server log gets its type and traceback
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from rap_common.errors import RapError, Unauthenticated
+from rap_common.errors import InvalidArgument, RapError, Unauthenticated
 from rap_control.api.context import set_call
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,42 @@ def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     return token.strip()
 
 
+class _Unparseable:
+    """Stands for a request message that could not be parsed."""
+
+
+_UNPARSEABLE = _Unparseable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` that returns a marker instead of raising, so that the call's
+    own error path (with its request id) answers, not grpc's UNKNOWN."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, RecursionError: the bytes are the caller's fault
+            return _UNPARSEABLE
+
+    return deserialize
+
+
+def _parse_error() -> InvalidArgument:
+    return InvalidArgument(
+        "the request message could not be parsed: it is malformed, or nested deeper than 100 levels",
+        reason="malformed_request",
+    )
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is _UNPARSEABLE:
+            raise _parse_error()
+        yield request
+
+
 if TYPE_CHECKING:  # the stubs' generics do not exist at run time
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -105,7 +144,7 @@ class RapServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             behavior = call.wrap_stream(streaming)
         return factory(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -156,6 +195,10 @@ class _Call:
         async def behavior(request: Any, context: Context) -> Any:
             try:
                 await self.begin(context)
+                if request is _UNPARSEABLE:
+                    raise _parse_error()
+                if hasattr(request, "__aiter__"):
+                    request = _checked(request)
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -168,6 +211,10 @@ class _Call:
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 await self.begin(context)
+                if request is _UNPARSEABLE:
+                    raise _parse_error()
+                if hasattr(request, "__aiter__"):
+                    request = _checked(request)
                 result = inner(request, context)
                 if inspect.isasyncgen(result):
                     async for item in result:

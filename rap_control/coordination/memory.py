@@ -22,6 +22,9 @@ class InProcessCoordination:
     async def ensure_available(self) -> None:
         return None
 
+    async def healthy(self) -> bool:
+        return True
+
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
         self._workers.add(worker_id)
 

@@ -80,6 +80,10 @@ class Coordination(Protocol):
         """Raise Unavailable when the bus cannot be reached (new session starts need it)."""
         ...
 
+    async def healthy(self) -> bool:
+        """Whether the bus answers now (for the health service)."""
+        ...
+
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
         """Route the worker's events here (refresh it with every heartbeat)."""
         ...
