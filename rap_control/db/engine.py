@@ -38,6 +38,20 @@ class UnitOfWork:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this unit has committed (never if it rolls back).
+
+        For caches of what the unit wrote: another thread must never be
+        handed a row that is not committed yet, and may never be.
+        """
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
+        self._after_commit.clear()
 
     def commit_and_raise(self, error: RapError) -> NoReturn:
         """Commit what this unit wrote so far, then raise ``error`` to the caller.
@@ -78,11 +92,14 @@ class Database:
         that lower-level error is mapped.
         """
         session = self._sessions()
+        uow = UnitOfWork(session)
         try:
-            yield UnitOfWork(session)
+            yield uow
             session.commit()
+            uow.committed()
         except _CommitThenRaise as keep:
             session.commit()
+            uow.committed()
             raise keep.error from None
         except (OperationalError, InterfaceError) as exc:
             # Lost connections, refused connections, deadlocks, timeouts: all worth a retry.

@@ -49,17 +49,34 @@ class CertificateAuthority:
         self._lock = threading.Lock()
 
     def get(self, uow: UnitOfWork) -> LoadedCa:
-        """The platform CA, created on first use and cached afterwards."""
-        with self._lock:
-            if self._loaded is None:
-                self._loaded = self._load_or_create(uow)
-            return self._loaded
+        """The platform CA, created on first use and cached afterwards.
 
-    def _load_or_create(self, uow: UnitOfWork) -> LoadedCa:
+        A CA this unit creates is cached only once the unit commits: a
+        rolled-back CA must never sign anything, and another caller waits
+        on the advisory lock for the committed one.
+        """
+        with self._lock:
+            if self._loaded is not None:
+                return self._loaded
         row = self._current(uow)
+        created = False
         if row is None:
             uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CA_LOCK})
-            row = self._current(uow) or self._create(uow)
+            row = self._current(uow)
+            if row is None:
+                row, created = self._create(uow), True
+        loaded = self._load(row)
+        if created:
+            uow.after_commit(lambda: self._cache(loaded))
+        else:
+            self._cache(loaded)
+        return loaded
+
+    def _cache(self, loaded: LoadedCa) -> None:
+        with self._lock:
+            self._loaded = loaded
+
+    def _load(self, row: m.PlatformCa) -> LoadedCa:
         pem = sealing.unseal(
             self._provider, row.key_id, row.sealed_private_key, purpose="platform_ca", object_id=str(row.id)
         )

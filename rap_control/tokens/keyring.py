@@ -89,7 +89,13 @@ class SigningKeyRing:
         self._lock = threading.Lock()
 
     def active(self, uow: UnitOfWork) -> ActiveKey:
-        """The key that signs now, created on first use and cached."""
+        """The key that signs now, created on first use and cached.
+
+        The cache only ever holds a committed key: a key this unit creates is
+        cached once the unit commits, so that no other caller (a worker's
+        Welcome, a gateway's fetch) is told of keys it cannot read yet; such
+        a caller waits on the ring's advisory lock and then reads them.
+        """
         with self._lock:
             now = time.monotonic()
             if self._active is not None and now - self._checked_at > ACTIVE_RECHECK_SECONDS:
@@ -97,27 +103,39 @@ class SigningKeyRing:
                 if current != self._active.kid:
                     self._active = None
                 self._checked_at = now
-            if self._active is None:
-                row = self._active_row(uow)
-                if row is None or self._next_row(uow) is None:
-                    uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RING_LOCK})
-                    row = self._active_row(uow) or self._create(uow, "active")
-                    if self._next_row(uow) is None:
-                        self._create(uow, "next")
-                self._checked_at = now
-                pem = sealing.unseal(
-                    self._provider,
-                    row.key_id,
-                    row.sealed_private_key,
-                    purpose="signing_key",
-                    object_id=row.kid,
-                )
-                try:
-                    private = serialization.load_pem_private_key(pem.reveal(), password=None)
-                finally:
-                    pem.wipe()
-                self._active = ActiveKey(row.kid, jwk.construct(private, ALGORITHM))
-            return self._active
+            if self._active is not None:
+                return self._active
+        created = False
+        row = self._active_row(uow)
+        if row is None or self._next_row(uow) is None:
+            uow.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RING_LOCK})
+            row = self._active_row(uow)
+            if row is None:
+                row, created = self._create(uow, "active"), True
+            if self._next_row(uow) is None:
+                self._create(uow, "next")
+                created = True
+        key = self._load(row)
+        if created:
+            uow.after_commit(lambda: self._cache(key))
+        else:
+            self._cache(key)
+        return key
+
+    def _cache(self, key: ActiveKey) -> None:
+        with self._lock:
+            self._active = key
+            self._checked_at = time.monotonic()
+
+    def _load(self, row: m.SigningKey) -> ActiveKey:
+        pem = sealing.unseal(
+            self._provider, row.key_id, row.sealed_private_key, purpose="signing_key", object_id=row.kid
+        )
+        try:
+            private = serialization.load_pem_private_key(pem.reveal(), password=None)
+        finally:
+            pem.wipe()
+        return ActiveKey(row.kid, jwk.construct(private, ALGORITHM))
 
     def sign(
         self, uow: UnitOfWork, claims: dict[str, Any], *, audience: str, ttl_seconds: int
@@ -170,9 +188,14 @@ class SigningKeyRing:
                 "retired_published_until": publish_until.isoformat(),
             },
         )
+        # Forget the old key once the rotation is committed (not before: a
+        # caller meanwhile would cache the old key again, harmlessly, for 5 s).
+        uow.after_commit(self._forget)
+        return Rotation(active.kid, upcoming.kid, fresh.kid, publish_until)
+
+    def _forget(self) -> None:
         with self._lock:
             self._active = None
-        return Rotation(active.kid, upcoming.kid, fresh.kid, publish_until)
 
     def jwks(self, uow: UnitOfWork) -> dict[str, dict[str, str]]:
         """Every published public key by kid: next, active, and retired ones still within their overlap.

@@ -57,3 +57,57 @@ def test_replicas_racing_create_one_sealed_key_and_tokens_verify(
     assert all("d" not in key for key in jwks.values()), "public keys only"
     claims = verify(token, jwks, audience=LEASE_AUDIENCE, issuer=ISSUER)
     assert (claims["sub"], claims["sid"], claims["jti"]) == ("w1", "s1", jti)
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    with psycopg2.connect(_libpq(url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
+
+
+def test_no_caller_is_handed_keys_that_are_not_committed(
+    ring_db: tuple[str, Database], provider: LocalKeyProvider
+) -> None:
+    """The race of a fresh database, made deterministic: one ring, caller A creates the
+    keys in a transaction it has not committed, caller B asks for the JWKS meanwhile.
+    B must wait for A's keys and get them, never an empty set."""
+    import concurrent.futures
+    import time
+
+    url, db = ring_db
+    ring = SigningKeyRing(provider, KeyService(AuditLog(), provider))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with db.transaction() as a:
+            created = ring.active(a)
+            b = pool.submit(db.run_sync, ring.jwks)
+            deadline = time.monotonic() + 20
+            # B either finished (the bug: it read the uncommitted state) or waits for A's lock.
+            while not b.done() and not _waiting_on_a_lock(url):
+                assert time.monotonic() < deadline, "caller B neither finished nor waited"
+                time.sleep(0.02)
+            assert not b.done(), f"B answered before A committed: {b.result()!r}"
+        jwks = b.result(20)
+    assert created.kid in jwks and len(jwks) == 2
+    # And the ring now serves the committed key from its cache.
+    assert db.run_sync(ring.active).kid == created.kid
+
+
+def test_a_rolled_back_key_is_never_cached(
+    ring_db: tuple[str, Database], provider: LocalKeyProvider
+) -> None:
+    _, db = ring_db
+    ring = SigningKeyRing(provider, KeyService(AuditLog(), provider))
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), db.transaction() as uow:
+        phantom = ring.active(uow)
+        raise Abort
+    jwks = db.run_sync(ring.jwks)
+    assert phantom.kid not in jwks and len(jwks) == 2
+    assert db.run_sync(ring.active).kid in jwks
