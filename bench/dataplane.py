@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 from jose import jwk, jwt  # noqa: E402
 
-from rap.v1 import admin_pb2, session_pb2  # noqa: E402
+from rap.v1 import admin_pb2, identity_pb2, session_pb2  # noqa: E402
 from rap_client import RapClient  # noqa: E402
 from rap_client.connection import DataConnection  # noqa: E402
 from rap_control.tokens.keyring import public_jwk  # noqa: E402
@@ -295,10 +295,12 @@ def full_stack(upload_mib: int) -> None:
                 RAP_GATEWAY_CA_FILE=str(work / "gw-ca.pem"),
             ) as c:
                 token = c.admin.admin.CreateWorkerEnrollmentToken(
-                    admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="gateway")
+                    admin_pb2.CreateWorkerEnrollmentTokenRequest(
+                        worker_name="gateway", role=identity_pb2.IDENTITY_ROLE_GATEWAY
+                    )
                 ).enrollment_token
                 gateway = start_gateway(
-                    work, gw_port, c.a.target, token, c.admin.token, tls.cert_file, tls.key_file
+                    work, gw_port, c.a.target, token, [c.a.worker_target], tls.cert_file, tls.key_file
                 )
                 wsk_port = free_port()
                 wsk_log = work / "websockify.log"

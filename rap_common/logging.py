@@ -129,7 +129,13 @@ class RateLimitFilter(logging.Filter):
 
 
 # Loggers whose lines a remote client can cause at will.
-NOISY_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "rap_worker.dataplane", "rap_gateway.relay")
+NOISY_LOGGERS = (
+    "aiohttp.server",
+    "aiohttp.access",
+    "aiohttp.web",
+    "rap_worker.dataplane",
+    "rap_gateway.relay",
+)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -20,6 +20,8 @@ from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 from rap_common.errors import Unauthenticated
 
 ALGORITHM = "RS256"
+# Who signs every RAP token: the control plane.
+ISSUER = "rap-control-plane"
 LEASE_AUDIENCE = "rap-secret-resolver"
 DATA_PLANE_AUDIENCE = "rap-data-plane"
 

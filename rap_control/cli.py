@@ -166,7 +166,7 @@ def _workers_token(args: argparse.Namespace, settings: Settings) -> int:
         enrollment = WorkerEnrollment(
             AuditLog(), CertificateAuthority(provider, KeyService(AuditLog(), provider))
         )
-        return enrollment.issue_token(uow, org, args.name, args.ttl, Actor.system(), None)
+        return enrollment.issue_token(uow, org, args.name, args.ttl, Actor.system(), None, args.role)
 
     provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
     db = Database(database_url(settings), pool_size=1)
@@ -176,7 +176,7 @@ def _workers_token(args: argparse.Namespace, settings: Settings) -> int:
         db.close()
         provider.close()
     print(
-        f"one-time enrollment token for worker {args.name!r}, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC:",
+        f"one-time enrollment token for {args.role} {args.name!r}, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC:",
         file=sys.stderr,
     )
     # stdout carries the token alone: `RAP_ENROLLMENT_TOKEN=$(rapctl workers token ...)`.
@@ -337,7 +337,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--organization", required=True, help="the organization's name or id")
     token.add_argument("--name", required=True, help="the worker's name")
     token.add_argument("--ttl", type=int, default=0, help="seconds the token stays valid (default one hour)")
-    token.set_defaults(func=_workers_token)
+    token.set_defaults(func=_workers_token, role="worker")
+    gateways = sub.add_parser("gateways", help="gateway commands").add_subparsers(
+        dest="gateways_command", required=True
+    )
+    gw_token = gateways.add_parser(
+        "token",
+        help="a one-time enrollment token for a gateway (printed once): `rap-gateway enroll` takes it; "
+        "a gateway identity may only relay, never run sessions or resolve secrets",
+    )
+    gw_token.add_argument("--organization", required=True, help="the organization's name or id")
+    gw_token.add_argument("--name", required=True, help="the gateway's name")
+    gw_token.add_argument(
+        "--ttl", type=int, default=0, help="seconds the token stays valid (default one hour)"
+    )
+    gw_token.set_defaults(func=_workers_token, role="gateway")
     from rap_control import client_commands
 
     client_commands.add_parsers(sub)

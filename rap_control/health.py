@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
 from sqlalchemy import text
@@ -108,7 +109,9 @@ class HealthMonitor:
             key_id = self._provider.primary_key_id
             probe = SecretBytes(os.urandom(32))
             try:
-                back = self._provider.unwrap(key_id, self._provider.wrap(key_id, probe, _PROBE_AAD), _PROBE_AAD)
+                back = self._provider.unwrap(
+                    key_id, self._provider.wrap(key_id, probe, _PROBE_AAD), _PROBE_AAD
+                )
                 back.wipe()
             finally:
                 probe.wipe()

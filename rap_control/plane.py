@@ -34,6 +34,7 @@ from rap_control.secrets.service import SecretStore
 from rap_control.sessions.attachments import Attachments
 from rap_control.sessions.leases import LeaseTokens
 from rap_control.sessions.resolver import SecretResolution
+from rap_control.sessions.revocation import Revocations
 from rap_control.sessions.service import SessionService
 from rap_control.sessions.streams import WorkerSessions
 from rap_control.sessions.sweeper import LeaseSweeper
@@ -67,6 +68,7 @@ class Plane:
     resolution: SecretResolution
     sweeper: LeaseSweeper
     health: HealthMonitor
+    revocations: Revocations
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -141,4 +143,5 @@ def build_plane(
         resolution=SecretResolution(audit, enrollment, leases, store),
         sweeper=LeaseSweeper(db, audit),
         health=HealthMonitor(db, provider, coordination),
+        revocations=Revocations(audit),
     )

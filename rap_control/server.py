@@ -94,7 +94,13 @@ async def build_server(
     resource_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(calls, plane.resources), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(
-            calls, plane.identity, plane.key_rpcs, plane.enrollment, plane.coordination, plane.signing_rpcs
+            calls,
+            plane.identity,
+            plane.key_rpcs,
+            plane.enrollment,
+            plane.coordination,
+            plane.signing_rpcs,
+            plane.revocations,
         ),
         server,
     )
@@ -138,7 +144,7 @@ WORKER_SERVICES = tuple(
 
 def _add_worker_services(server: grpc.aio.Server, plane: Plane) -> None:
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(plane.db, plane.enrollment, plane.streams), server
+        WorkerServicer(plane.db, plane.enrollment, plane.streams, plane.ring), server
     )
     resolver_pb2_grpc.add_SecretResolverServicer_to_server(
         SecretResolverServicer(plane.db, plane.resolution), server

@@ -1,76 +1,145 @@
-"""``rap-gateway run``: the WSS edge, with a platform identity from ``rap-worker enroll``.
+"""``rap-gateway enroll`` and ``rap-gateway run``: the WSS edge, with a gateway identity.
 
-    RAP_GATEWAY_API_TOKEN=... rap-gateway run --listen 0.0.0.0:8443 \\
+    RAP_ENROLLMENT_TOKEN=$(rapctl gateways token --organization ORG --name gw1) \\
+        rap-gateway enroll --control 10.0.0.1:50051 --state-dir /var/lib/rap-gateway
+    rap-gateway run --listen 0.0.0.0:8443 \\
         --tls-cert-file gw.pem --tls-key-file gw-key.pem \\
-        --state-dir /var/lib/rap-gateway --control 10.0.0.1:50051
+        --state-dir /var/lib/rap-gateway --control-worker 10.0.0.1:50052
 
-The API token (of any user) is used only to read the published signing keys.
+The gateway's identity is of the gateway role (``rap://gateway/<id>``): it
+reads the published signing keys and presents itself to workers' direct
+endpoints, and nothing else. The control plane refuses it a Connect stream,
+a session and a secret. It needs no API token.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
-from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_common.errors import ConfigError
+from rap_common.identity import (
+    CA,
+    CERT,
+    KEY,
+    ROLE_GATEWAY,
+    StateDir,
+    enroll,
+    enrollment_token,
+    fetch_data_plane_keys,
+    platform_channel,
+    renew,
+    seconds_until_renewal,
+)
 from rap_common.logging import configure_logging
 from rap_gateway.relay import FetchJwks, Gateway
-from rap_worker.state import CA, CERT, KEY, StateDir
 
 log = logging.getLogger("rap_gateway")
 
 
-def _fetcher(target: str, token: str, ca_pem: bytes | None) -> FetchJwks:
-    async def fetch() -> dict[str, dict[str, str]]:
-        channel = (
-            grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem))
-            if ca_pem
-            else grpc.aio.insecure_channel(target)
+def _enroll(args: argparse.Namespace) -> int:
+    state = StateDir(Path(args.state_dir))
+    if state.exists() and not args.force:
+        raise ConfigError(f"{state.path} already holds an enrolled identity (use --force to enroll anew)")
+    ca = Path(args.tls_ca_file).read_bytes() if args.tls_ca_file else None
+    identity = asyncio.run(
+        enroll(
+            args.control,
+            enrollment_token(args.token_file),
+            args.name,
+            [],
+            tls_ca_pem=ca,
+            expected_role=ROLE_GATEWAY,
         )
-        async with channel:
-            response = await admin_pb2_grpc.AdminServiceStub(channel).GetJwks(
-                admin_pb2.GetJwksRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=15
-            )
-        return {
-            k.kid: {"kid": k.kid, "kty": k.kty, "alg": k.alg, "use": k.use, "n": k.n, "e": k.e}
-            for k in response.jwks.keys
-        }
+    )
+    state.save(identity)
+    print(f"enrolled gateway {identity.identity_id}; key and certificate are in {state.path}")
+    return 0
 
-    return fetch
+
+class _ControlPlane:
+    """The gateway's mTLS link to the control plane's worker port: keys and renewal."""
+
+    def __init__(self, targets: list[str], state: StateDir) -> None:
+        self._targets = targets
+        self._state = state
+        self._next = 0
+
+    async def fetch_jwks(self) -> dict[str, dict[str, str]]:
+        """The published keys, from the first replica that answers."""
+        last: grpc.aio.AioRpcError | None = None
+        for _ in range(len(self._targets)):
+            target = self._targets[self._next % len(self._targets)]
+            identity = await asyncio.to_thread(self._state.load, ROLE_GATEWAY)
+            try:
+                async with platform_channel(target, identity) as channel:
+                    return await fetch_data_plane_keys(channel)
+            except grpc.aio.AioRpcError as exc:
+                last = exc
+                self._next += 1
+        assert last is not None
+        raise last
+
+    async def renew_forever(self, upstream: ssl.SSLContext) -> None:
+        """Renew the certificate when a third of its life is left; new relays use the new one."""
+        while True:
+            identity = await asyncio.to_thread(self._state.load, ROLE_GATEWAY)
+            wait = seconds_until_renewal(identity, datetime.now(UTC))
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600))
+                continue
+            target = self._targets[self._next % len(self._targets)]
+            try:
+                async with platform_channel(target, identity) as channel:
+                    renewed = await renew(channel, identity)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("certificate renewal failed (%s); retrying in 30 s", exc.code().name)
+                self._next += 1
+                await asyncio.sleep(30)
+                continue
+            await asyncio.to_thread(self._state.save, renewed)
+            upstream.load_cert_chain(self._state.path / CERT, self._state.path / KEY)
+            log.info("renewed the gateway certificate")
 
 
 def _run(args: argparse.Namespace) -> int:
-    token = os.environ.get("RAP_GATEWAY_API_TOKEN", "")
-    if not token:
-        raise ConfigError("set RAP_GATEWAY_API_TOKEN (an API token; it only reads the signing keys)")
     state = StateDir(Path(args.state_dir))
-    state.load()  # a clear error when not enrolled
+    state.load(ROLE_GATEWAY)  # a clear error when not enrolled as a gateway
     upstream = ssl.create_default_context(cafile=str(state.path / CA))
     upstream.load_cert_chain(state.path / CERT, state.path / KEY)
     edge = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     edge.load_cert_chain(args.tls_cert_file, args.tls_key_file)
     host, _, port = args.listen.rpartition(":")
-    ca = Path(args.control_tls_ca_file).read_bytes() if args.control_tls_ca_file else None
+    targets = [t.strip() for t in args.control_worker.split(",") if t.strip()]
+    if not targets:
+        raise ConfigError("--control-worker takes the worker port HOST:PORT of each replica, comma-separated")
+    control = _ControlPlane(targets, state)
+    fetch: FetchJwks = control.fetch_jwks
 
     async def main() -> None:
-        gateway = Gateway(_fetcher(args.control, token, ca), upstream)
+        gateway = Gateway(fetch, upstream)
         bound = await gateway.start(host, int(port), edge)
         log.info("gateway serving on wss://%s:%d/v1/connect", host, bound)
+        renewals = asyncio.create_task(control.renew_forever(upstream))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        renewals.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewals
         await gateway.stop()
 
     asyncio.run(main())
@@ -80,14 +149,25 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rap-gateway", description="RAP data-plane gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run")
+    e = sub.add_parser("enroll", help="enroll with a one-time gateway token (RAP_ENROLLMENT_TOKEN)")
+    e.add_argument("--control", required=True, help="the control plane's user-facing HOST:PORT")
+    e.add_argument(
+        "--tls-ca-file", help="CA bundle of the control plane's TLS certificate (plaintext without)"
+    )
+    e.add_argument("--token-file", help="a file holding the enrollment token")
+    e.add_argument("--state-dir", required=True)
+    e.add_argument("--name", default="")
+    e.add_argument("--force", action="store_true")
+    e.set_defaults(fn=_enroll)
+    run = sub.add_parser("run", help="serve client WSS and relay to workers")
     run.add_argument("--listen", required=True, help="HOST:PORT for client WSS")
     run.add_argument("--tls-cert-file", required=True)
     run.add_argument("--tls-key-file", required=True)
-    run.add_argument("--state-dir", required=True, help="the gateway's platform identity (rap-worker enroll)")
-    run.add_argument("--control", required=True, help="the control plane's user-facing HOST:PORT")
+    run.add_argument("--state-dir", required=True, help="the gateway's identity (rap-gateway enroll)")
     run.add_argument(
-        "--control-tls-ca-file", help="CA of the control plane's TLS certificate (plaintext without)"
+        "--control-worker",
+        required=True,
+        help="worker-port (mTLS) HOST:PORT of each control-plane replica, comma-separated",
     )
     run.set_defaults(fn=_run)
     args = parser.parse_args(argv)
@@ -98,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rap-gateway: {exc}", file=sys.stderr)
         return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"rap-gateway: the control plane refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The gateway: an aiohttp WSS edge for clients that cannot reach a worker directly.
 
 For each client connection it verifies the data-plane token (RS256, the
-control plane's published keys, fetched with GetJwks and fetched again on an
-unknown kid) and its audience, issuer and times; then it opens a WSS
+control plane's published keys, fetched with the gateway's own identity
+(WorkerService.GetDataPlaneKeys) and again on an unknown kid) and its audience, issuer and times; then it opens a WSS
 connection to the worker named by the token (the signed ``wurl`` claim),
 with the gateway's own platform-CA client certificate, verifying the
 worker's certificate against the platform CA, and forwards the same token.
@@ -24,14 +24,18 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from rap_common import frames
+from rap_common.admission import SourceLimiter
 from rap_common.errors import Unauthenticated
-from rap_common.tokens import DATA_PLANE_AUDIENCE, TokenRejected, verify
+from rap_common.tokens import DATA_PLANE_AUDIENCE, ISSUER, TokenRejected, verify
 
 log = logging.getLogger(__name__)
 
-ISSUER = "rap-control-plane"
 PATH = "/v1/connect"
 REFRESH_MIN_INTERVAL = 1.0
+# Codes a peer may never send in a close frame (RFC 6455, 7.4.1): they say the
+# connection died. The client is told 1011 and why instead.
+_RESERVED_CODES = frozenset({1005, 1006, 1015})
+CLOSE_WORKER_LOST = 1011
 
 FetchJwks = Callable[[], Awaitable[dict[str, dict[str, str]]]]
 
@@ -51,6 +55,7 @@ class Gateway:
     fetch_jwks: FetchJwks
     upstream_tls: ssl.SSLContext  # the gateway's platform certificate, trusting the platform CA
     jwks: dict[str, dict[str, str]] = field(default_factory=dict)
+    limiter: SourceLimiter = field(default_factory=SourceLimiter)
     _fetched_at: float = 0.0
     _runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
@@ -87,7 +92,10 @@ class Gateway:
             self._fetched_at = time.monotonic()
             return verify(token, self.jwks, audience=DATA_PLANE_AUDIENCE, issuer=ISSUER)
 
-    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.limiter.allow(request.remote or "-"):
+            log.warning("rate-limiting connections from %s", request.remote)
+            return web.Response(status=429, text="too many connections; slow down\n")
         token, token_protocol = _bearer(request)
         protocols = (frames.SUBPROTOCOL, token_protocol) if token_protocol else (frames.SUBPROTOCOL,)
         client = web.WebSocketResponse(protocols=protocols, max_msg_size=frames.MAX_FRAME, heartbeat=30)
@@ -120,33 +128,51 @@ class Gateway:
         return client
 
     async def _relay(self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-        async def down() -> None:
-            code, reason = 1000, ""
+        """Relay frames both ways until one side closes, then close the other side with a
+        full closing handshake, so that the client gets the worker's code and reason.
+
+        The client's side is closed only once nothing else reads from it: aiohttp
+        closes a WebSocket that another task is reading from without waiting for
+        the peer's reply, and the client then records 1006 (its reply fails).
+        """
+
+        async def down() -> tuple[int, str] | None:
+            """Worker to client; the worker's close code and reason, or None when the client went."""
             while True:
                 message = await upstream.receive()
                 if message.type == WSMsgType.BINARY:
-                    await client.send_bytes(message.data)
+                    try:
+                        await client.send_bytes(message.data)
+                    except (ConnectionError, RuntimeError):
+                        return None
                 elif message.type == WSMsgType.CLOSE:
                     code, reason = int(message.data), str(message.extra or "")
                     break
                 elif message.type in (WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR):
-                    code = upstream.close_code or 1011
+                    code, reason = upstream.close_code or CLOSE_WORKER_LOST, ""
                     break
-            # The worker closed: the client gets the same code and reason.
-            await client.close(code=code, message=reason.encode()[:120])
+            if code in _RESERVED_CODES:
+                code, reason = CLOSE_WORKER_LOST, "worker_connection_lost"
+            return code, reason
 
         async def up() -> None:
+            """Client to worker, until the client closes."""
             async for message in client:
                 if message.type == WSMsgType.BINARY:
-                    await upstream.send_bytes(message.data)
-            await upstream.close()
+                    try:
+                        await upstream.send_bytes(message.data)
+                    except (ConnectionError, RuntimeError):
+                        break
 
-        tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
+        downstream, upstream_task = asyncio.create_task(down()), asyncio.create_task(up())
+        await asyncio.wait({downstream, upstream_task}, return_when=asyncio.FIRST_COMPLETED)
+        worker_closed = downstream.result() if downstream.done() and not downstream.exception() else None
+        # Stop reading from the client before closing it (see above).
+        for task in (upstream_task, downstream):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(upstream_task, downstream, return_exceptions=True)
         if not upstream.closed:
             await upstream.close()
         if not client.closed:
-            await client.close()
+            code, reason = worker_closed or (CLOSE_WORKER_LOST, "relay_ended")
+            await client.close(code=code, message=reason.encode()[:120])

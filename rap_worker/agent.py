@@ -28,6 +28,17 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf import json_format
 
 from rap.v1 import resolver_pb2, resolver_pb2_grpc, resource_pb2, session_pb2, worker_pb2, worker_pb2_grpc
+from rap_common import identity as platform_identity
+from rap_common.admission import RefusalCounter, Report
+from rap_common.identity import (
+    CERT,
+    KEY,
+    ROLE_WORKER,
+    PlatformIdentity,
+    StateDir,
+    platform_channel,
+    seconds_until_renewal,
+)
 from rap_common.secrets import SecretBytes
 from rap_worker import __version__
 from rap_worker.adapters import AdapterError, Connection, ssh, tcp
@@ -36,9 +47,6 @@ from rap_worker.channels.upload import FileUpload
 from rap_worker.credentials import Credential, from_development_metadata, from_resolved
 from rap_worker.dataplane import PATH as DATAPLANE_PATH
 from rap_worker.dataplane import AttachmentInfo, DataPlane, SessionView
-from rap_worker.enroll import new_key_and_csr
-from rap_worker.rpc import worker_channel
-from rap_worker.state import CERT, KEY, StateDir, WorkerIdentity
 
 log = logging.getLogger(__name__)
 # Jitter from a generator of our own: the global one is shared with the rest of the process.
@@ -50,6 +58,8 @@ _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009
 PROTOCOLS = {"ssh": resource_pb2.PROTOCOL_SSH, "tcp": resource_pb2.PROTOCOL_TCP}
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
 RESOLVE_TIMEOUT = 15.0
+# A token naming a key we do not know makes us fetch the keys again, this often at most.
+JWKS_REFRESH_MIN_INTERVAL = 1.0
 
 OnActive = Callable[[str, Connection], Awaitable[None]]
 
@@ -68,6 +78,9 @@ class AgentConfig:
     direct_url: str = ""
     # HOST:PORT for the direct data plane (WSS on the worker's certificate); empty: none.
     direct_listen: str = ""
+    # Anonymous bind refusals past the first per source and reason are reported as one
+    # count per this many seconds (see rap_common.admission).
+    refusal_report_seconds: float = 60.0
 
 
 @dataclass(eq=False)
@@ -114,19 +127,22 @@ class Agent:
         self.jwks: dict[str, dict[str, str]] = {}
         # How sessions that ended here ended, for the data plane's refusals; bounded.
         self._ended: OrderedDict[str, str] = OrderedDict()
-        self.dataplane = DataPlane(self)
+        self.dataplane = DataPlane(self, refusals=RefusalCounter(interval=config.refusal_report_seconds))
         self.dataplane.channel_factories["terminal"] = Terminal.of
         self.dataplane.channel_factories["clipboard"] = Terminal.of
         self.dataplane.channel_factories["file_upload"] = FileUpload
         self._tls: ssl.SSLContext | None = None
         self._direct_url = config.direct_url
         self._background: set[asyncio.Task[None]] = set()
+        self._jwks_fetched_at = 0.0
+        self._jwks_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
         """Stream assignments until :meth:`shutdown` (or revocation, which raises WorkerRevoked)."""
         attempt, index = 0, 0
+        stop_reason = "worker_stopping"
         if self.config.direct_listen:
             await self._start_dataplane()
         try:
@@ -136,9 +152,15 @@ class Agent:
                     if await self._stream(target):
                         attempt = 0
                 except WorkerRevoked:
+                    # Every bound client is told why its session ended (4412 worker_revoked).
+                    stop_reason = "worker_revoked"
                     raise
                 except (grpc.aio.AioRpcError, OSError, ConnectionError) as exc:
                     detail = _rpc_reason(exc) if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                    if detail == "worker_revoked":
+                        # The refusal can come as a read error as well as a stream status.
+                        stop_reason = "worker_revoked"
+                        raise WorkerRevoked("the control plane revoked this worker") from None
                     log.warning("stream to %s ended: %s", target, detail)
                 finally:
                     self.connected.clear()
@@ -150,8 +172,10 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
+            for session_id in list(self.sessions):
+                self._mark_ended(session_id, "failed")
             await self._end_all()
-            await self.dataplane.stop()
+            await self.dataplane.stop(stop_reason)
 
     async def _start_dataplane(self) -> None:
         host, _, port = self.config.direct_listen.rpartition(":")
@@ -159,7 +183,7 @@ class Agent:
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
         # The gateway presents its platform-CA certificate; direct clients present none.
         self._tls.verify_mode = ssl.CERT_OPTIONAL
-        self._tls.load_verify_locations(cadata=self._state.load().ca_pem.decode())
+        self._tls.load_verify_locations(cadata=self._state.load(ROLE_WORKER).ca_pem.decode())
         self._load_certificate()
         bound_port = await self.dataplane.start(host, int(port), self._tls)
         if not self._direct_url:
@@ -183,27 +207,42 @@ class Agent:
             a.resource_id,
             [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in a.channels],
             running.connection,
-            # The organization's defaults, overridden by the resource's own settings.
-            {
-                **json_format.MessageToDict(a.organization_policy),
-                **json_format.MessageToDict(a.resource_metadata),
-            },
+            # The organization's defaults, overridden setting by setting by the resource's:
+            # a resource that sets one clipboard key keeps the organization's others.
+            _policy(a),
         )
 
     def ended_state(self, session_id: str) -> str | None:
         return self._ended.get(session_id)
 
-    def report_bind_rejected(
-        self, session_id: str, attachment_id: str, jti: str, user_id: str, reason: str
-    ) -> None:
+    async def refresh_jwks(self) -> bool:
+        """Fetch the published keys again (a token named a key we do not know: a Welcome
+        that raced the keys' creation, or a missed update). Rate-limited; True when the
+        keys were fetched."""
+        async with self._jwks_lock:
+            now = asyncio.get_running_loop().time()
+            if self._channel is None or now - self._jwks_fetched_at < JWKS_REFRESH_MIN_INTERVAL:
+                return False
+            self._jwks_fetched_at = now
+            try:
+                self.jwks = await platform_identity.fetch_data_plane_keys(self._channel)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("could not fetch the signing keys: %s", _rpc_reason(exc))
+                return False
+            log.info("fetched the signing keys again (%d published)", len(self.jwks))
+            return True
+
+    def report_bind_rejected(self, report: Report) -> None:
         self._send(
             _request(
                 bind_rejected=worker_pb2.BindRejected(
-                    session_id=session_id,
-                    attachment_id=attachment_id,
-                    jti=jti,
-                    user_id=user_id,
-                    reason=reason,
+                    session_id=report.session_id,
+                    attachment_id=report.attachment_id,
+                    jti=report.jti,
+                    user_id=report.user_id,
+                    reason=report.reason,
+                    source_address=report.source[:64],
+                    count=report.count,
                 )
             )
         )
@@ -222,8 +261,8 @@ class Agent:
     async def _stream(self, target: str) -> bool:
         """One Connect stream; True if it got as far as Welcome."""
         # State files are read off the event loop: a slow disk must not stall live sessions.
-        identity = await asyncio.to_thread(self._state.load)
-        async with worker_channel(target, identity) as channel:
+        identity = await asyncio.to_thread(self._state.load, ROLE_WORKER)
+        async with platform_channel(target, identity) as channel:
             self._channel = channel
             call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect()  # type: ignore[call-arg]
             stop = asyncio.create_task(self._stopping.wait())
@@ -314,10 +353,7 @@ class Agent:
             await asyncio.sleep(self._heartbeat_seconds)
 
     def _keys(self, jwks: Any) -> None:
-        self.jwks = {
-            k.kid: {"kid": k.kid, "kty": k.kty, "alg": k.alg, "use": k.use, "n": k.n, "e": k.e}
-            for k in jwks.keys
-        }
+        self.jwks = platform_identity.jwks_from_proto(jwks)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -478,7 +514,7 @@ class Agent:
 
     async def _renewals(self, channel: grpc.aio.Channel) -> None:
         while True:
-            identity = await asyncio.to_thread(self._state.load)
+            identity = await asyncio.to_thread(self._state.load, ROLE_WORKER)
             wait = seconds_until_renewal(identity, datetime.now(UTC))
             if wait > 0:
                 await asyncio.sleep(min(wait, 3600))
@@ -487,21 +523,13 @@ class Agent:
 
     async def renew(self, channel: grpc.aio.Channel) -> None:
         """A fresh key and certificate from the platform CA, written to the state directory."""
-        identity = await asyncio.to_thread(self._state.load)
-        key_pem, csr_pem = new_key_and_csr(f"rap-worker-{self.worker_id}")
-        response = await worker_pb2_grpc.WorkerServiceStub(channel).RenewCertificate(
-            worker_pb2.RenewCertificateRequest(csr_pem=csr_pem), timeout=30
-        )
-        renewed = WorkerIdentity(
-            worker_id=identity.worker_id,
-            key_pem=key_pem,
-            certificate_pem=response.certificate_pem.encode(),
-            ca_pem=response.ca_bundle_pem.encode(),
-        )
+        identity = await asyncio.to_thread(self._state.load, ROLE_WORKER)
+        renewed = await platform_identity.renew(channel, identity)
         await asyncio.to_thread(self._state.save, renewed)
         self._load_certificate()  # new direct connections get the new certificate
         log.info(
-            "renewed the worker certificate; it expires %s", response.expire_time.ToDatetime().isoformat()
+            "renewed the worker certificate; it expires %s",
+            renewed.certificate().not_valid_after_utc.isoformat(),
         )
 
 
@@ -515,15 +543,7 @@ def _policy(assignment: worker_pb2.Assignment) -> dict[str, Any]:
     return merged
 
 
-def seconds_until_renewal(identity: WorkerIdentity, now: datetime) -> float:
-    """Renew when less than a third of the certificate's lifetime is left."""
-    certificate = identity.certificate()
-    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-    renew_at = certificate.not_valid_after_utc - lifetime / 3
-    return (renew_at - now).total_seconds()
-
-
-def key_matches(identity: WorkerIdentity) -> bool:
+def key_matches(identity: PlatformIdentity) -> bool:
     """Whether the stored key belongs to the stored certificate."""
     key = serialization.load_pem_private_key(identity.key_pem.reveal(), None)
     return bool(key.public_key() == identity.certificate().public_key())

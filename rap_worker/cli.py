@@ -18,21 +18,11 @@ from pathlib import Path
 import grpc
 
 from rap_common.errors import ConfigError
+from rap_common.identity import ROLE_WORKER, StateDir, enroll, enrollment_token
 from rap_common.logging import configure_logging
 from rap_worker.agent import PROTOCOLS, Agent, AgentConfig, WorkerRevoked
-from rap_worker.enroll import enroll
-from rap_worker.state import StateDir
 
 log = logging.getLogger("rap_worker")
-
-
-def _token(args: argparse.Namespace) -> str:
-    if args.token_file:
-        return Path(args.token_file).read_text().strip()
-    token = os.environ.get("RAP_ENROLLMENT_TOKEN", "").strip()
-    if not token:
-        raise ConfigError("give the enrollment token in RAP_ENROLLMENT_TOKEN or with --token-file")
-    return token
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -41,10 +31,17 @@ def _enroll(args: argparse.Namespace) -> int:
         raise ConfigError(f"{state.path} already holds an enrolled worker (use --force to enroll anew)")
     ca = Path(args.tls_ca_file).read_bytes() if args.tls_ca_file else None
     identity = asyncio.run(
-        enroll(args.control, _token(args), args.name, args.direct_host or [], tls_ca_pem=ca)
+        enroll(
+            args.control,
+            enrollment_token(args.token_file),
+            args.name,
+            args.direct_host or [],
+            tls_ca_pem=ca,
+            expected_role=ROLE_WORKER,
+        )
     )
     state.save(identity)
-    print(f"enrolled worker {identity.worker_id}; key and certificate are in {state.path}")
+    print(f"enrolled worker {identity.identity_id}; key and certificate are in {state.path}")
     return 0
 
 
@@ -61,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         direct_url=args.direct_url,
         direct_listen=args.direct_listen,
     )
-    StateDir(config.state_dir).load()  # fail now, clearly, if not enrolled
+    StateDir(config.state_dir).load(ROLE_WORKER)  # fail now, clearly, if not enrolled as a worker
 
     async def main() -> None:
         agent = Agent(config)

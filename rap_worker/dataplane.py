@@ -27,13 +27,16 @@ from aiohttp import WSMsgType, web
 
 from rap.v1 import dataplane_pb2
 from rap_common import frames
+from rap_common.admission import RefusalCounter, Report, SourceLimiter
 from rap_common.errors import FailedPrecondition, NotFound, PermissionDenied, RapError, Unauthenticated
-from rap_common.tokens import DATA_PLANE_AUDIENCE, TokenRejected, verify
+from rap_common.identity import ROLE_GATEWAY, identity_of_peercert
+from rap_common.tokens import DATA_PLANE_AUDIENCE, ISSUER, TokenRejected, verify
 
 log = logging.getLogger(__name__)
 
-ISSUER = "rap-control-plane"
 ATTACHMENT_WAIT = 2.0
+# How long stop() waits for bound connections to finish their closing handshakes.
+CLOSE_WAIT = 5.0
 PATH = "/v1/connect"
 
 
@@ -68,9 +71,11 @@ class Host(Protocol):
 
     def ended_state(self, session_id: str) -> str | None: ...
 
-    def report_bind_rejected(
-        self, session_id: str, attachment_id: str, jti: str, user_id: str, reason: str
-    ) -> None: ...
+    async def refresh_jwks(self) -> bool:
+        """Fetch the published keys again (rate-limited); True when they were fetched."""
+        ...
+
+    def report_bind_rejected(self, report: Report) -> None: ...
 
 
 class BindRefused(Exception):
@@ -87,6 +92,27 @@ class Bound:
     socket: web.WebSocketResponse
     # Objects the channels of one connection share (the terminal's PTY).
     shared: dict[str, Any] = field(default_factory=dict)
+    # A close the worker decided on (takeover, detach, session end, stop): the
+    # connection's own task performs it once it has stopped reading.
+    close_with: tuple[int, str] | None = None
+    close_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_with is None:
+            self.close_with = (code, reason)
+        self.close_requested.set()
+
+
+def _relay_role(request: web.Request) -> str | None:
+    """The role of the client certificate, if one was presented (the transport verified
+    it against the platform CA); "" for a certificate that names no platform identity."""
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    if not peercert:
+        return None
+    named = identity_of_peercert(peercert)
+    return named[0] if named is not None else ""
 
 
 def _bearer(request: web.Request) -> tuple[str | None, str | None]:
@@ -110,7 +136,10 @@ class DataPlane:
     _bound: dict[str, Bound] = field(default_factory=dict)
     _attachment_arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     channel_factories: dict[str, Callable[[Bound], ChannelHandler]] = field(default_factory=dict)
+    limiter: SourceLimiter = field(default_factory=SourceLimiter)
+    refusals: RefusalCounter = field(default_factory=RefusalCounter)
     _runner: web.AppRunner | None = None
+    _flusher: asyncio.Task[None] | None = None
     port: int = 0
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> int:
@@ -123,11 +152,27 @@ class DataPlane:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
+        self._flusher = asyncio.create_task(self._flush_refusals())
         return self.port
 
-    async def stop(self) -> None:
-        for bound in list(self._bound.values()):
-            await bound.socket.close(code=frames.CLOSE_SESSION_ENDED, message=b"worker_stopping")
+    async def _flush_refusals(self) -> None:
+        """Report the counts of anonymous refusals, once per interval."""
+        while True:
+            await asyncio.sleep(max(0.5, self.refusals.interval / 4))
+            for report in self.refusals.flush():
+                self.host.report_bind_rejected(report)
+
+    async def stop(self, reason: str = "worker_stopping") -> None:
+        """Close every bound connection (4412 with ``reason``) and stop serving."""
+        bound = list(self._bound.values())
+        for each in bound:
+            each.request_close(frames.CLOSE_SESSION_ENDED, reason)
+        if bound:
+            await asyncio.wait([asyncio.ensure_future(b.finished.wait()) for b in bound], timeout=CLOSE_WAIT)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            for report in self.refusals.flush(force=True):
+                self.host.report_bind_rejected(report)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -140,33 +185,41 @@ class DataPlane:
         bound = self._bound.get(info.attachment_id)
         if bound is not None and info.state != "active":
             code = frames.CLOSE_SUPERSEDED if info.state == "superseded" else frames.CLOSE_DETACHED
-            await bound.socket.close(code=code, message=info.state.encode())
+            bound.request_close(code, info.state)
 
     async def session_ended(self, session_id: str) -> None:
         for bound in [b for b in self._bound.values() if b.session.session_id == session_id]:
-            await bound.socket.close(code=frames.CLOSE_SESSION_ENDED, message=b"session_ended")
+            bound.request_close(frames.CLOSE_SESSION_ENDED, "session_ended")
 
     # -- binding ----------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        source = request.remote or "-"
+        relay = _relay_role(request)
+        # A gateway relays many clients from one address and limits them itself.
+        if relay != ROLE_GATEWAY and not self.limiter.allow(source):
+            report = self.refusals.anonymous("rate_limited", source)
+            if report is not None:
+                log.warning("rate-limiting data-plane connections from %s", source)
+                self.host.report_bind_rejected(report)
+            return web.Response(status=429, text="too many connections; slow down\n")
         token, token_protocol = _bearer(request)
         protocols = (frames.SUBPROTOCOL, token_protocol) if token_protocol else (frames.SUBPROTOCOL,)
         socket = web.WebSocketResponse(protocols=protocols, max_msg_size=frames.MAX_FRAME, heartbeat=30)
         await socket.prepare(request)
         claims: dict[str, Any] = {}
         try:
-            claims = self._verify(token)
+            if relay is not None and relay != ROLE_GATEWAY:
+                raise BindRefused(
+                    PermissionDenied(
+                        "only a gateway identity may relay to a worker", reason="relay_not_gateway"
+                    )
+                )
+            claims = await self._verify(token)
             bound = await self._bind(claims, socket)
         except BindRefused as refused:
             error = refused.error
-            log.warning("refused a data-plane bind: %s", error.reason)
-            self.host.report_bind_rejected(
-                str(claims.get("sid", ""))[:64],
-                str(claims.get("att", ""))[:64],
-                str(claims.get("jti", ""))[:64],
-                str(claims.get("sub", ""))[:64],
-                error.reason,
-            )
+            self._report_refusal(error.reason, source, claims)
             await socket.close(code=error.ws_close_code, message=error.reason.encode())
             return socket
         self._bound[bound.attachment.attachment_id] = bound
@@ -180,9 +233,36 @@ class DataPlane:
                 del self._bound[bound.attachment.attachment_id]
         return socket
 
-    def _verify(self, token: str | None) -> dict[str, Any]:
+    def _report_refusal(self, reason: str, source: str, claims: dict[str, Any]) -> None:
+        """Report a refusal to the control plane (audited), without letting anyone who can
+        reach this endpoint grow the audit log at line rate (see rap_common.admission)."""
+        if claims:
+            exp = claims.get("exp", 0)
+            report = self.refusals.named(
+                reason,
+                source,
+                session_id=str(claims.get("sid", ""))[:64],
+                attachment_id=str(claims.get("att", ""))[:64],
+                jti=str(claims.get("jti", ""))[:64],
+                user_id=str(claims.get("sub", ""))[:64],
+                expires=float(exp) if isinstance(exp, int | float) else 0.0,
+            )
+        else:
+            report = self.refusals.anonymous(reason, source)
+        if report is not None:
+            log.warning("refused a data-plane bind: %s", reason)
+            self.host.report_bind_rejected(report)
+
+    async def _verify(self, token: str | None) -> dict[str, Any]:
         if not token:
             raise BindRefused(Unauthenticated("send the data-plane token", reason="missing_token"))
+        try:
+            return verify(token, self.host.jwks, audience=DATA_PLANE_AUDIENCE, issuer=ISSUER)
+        except TokenRejected as exc:
+            # A key published after our Welcome and updates (or a Welcome that raced the
+            # keys' creation): fetch the keys again, rate-limited, and try once more.
+            if exc.reason != "unknown_kid" or not await self.host.refresh_jwks():
+                raise BindRefused(exc) from None
         try:
             return verify(token, self.host.jwks, audience=DATA_PLANE_AUDIENCE, issuer=ISSUER)
         except TokenRejected as exc:
@@ -250,10 +330,17 @@ class DataPlane:
     # -- a bound connection ----------------------------------------------
 
     async def _serve(self, bound: Bound) -> None:
-        """Read frames and hand each to its channel; a frame of a channel the
-        token does not carry is answered with an error, not acted on."""
+        """Read frames and hand each to its channel, until the client closes or the
+        worker asks for a close; then close with a full closing handshake.
+
+        The close is made here, once the reading has stopped: aiohttp closes a
+        WebSocket that another task reads from without waiting for the client's
+        reply, and the client would then record 1006 instead of the code.
+        """
         allowed = set(bound.claims.get("ch", []))
         opened: dict[str, ChannelHandler] = {}
+        reader: asyncio.Task[None] | None = None
+        closer = asyncio.create_task(bound.close_requested.wait())
         try:
             for name in sorted(allowed):
                 factory = self.channel_factories.get(name)
@@ -261,35 +348,45 @@ class DataPlane:
                     opened[name] = factory(bound)
             for channel in {id(c): c for c in opened.values()}.values():
                 await channel.start()
-            async for message in bound.socket:
-                if message.type != WSMsgType.BINARY:
-                    if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                        break
-                    continue
-                try:
-                    frame = frames.decode(message.data)
-                except RapError as exc:
-                    await bound.socket.send_bytes(
-                        frames.control(dataplane_pb2.CONTROL_KIND_ERROR, exc.reason)
-                    )
-                    continue
-                reply = ping_reply(frame)
-                if reply is not None:
-                    await bound.socket.send_bytes(reply)
-                    continue
-                kind = frame.WhichOneof("body") or ""
-                target = opened.get(CHANNEL_OF.get(kind, ""))
-                if target is None:
-                    await bound.socket.send_bytes(
-                        frames.control(dataplane_pb2.CONTROL_KIND_ERROR, "channel_not_allowed", kind)
-                    )
-                    continue
-                await target.on_frame(frame)
+            reader = asyncio.create_task(self._read(bound, opened))
+            await asyncio.wait({reader, closer}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
         finally:
+            for task in (reader, closer):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (reader, closer) if t is not None), return_exceptions=True)
             for channel in {id(c): c for c in opened.values()}.values():
                 await channel.close()
             if not bound.socket.closed:
-                await bound.socket.close()
+                code, reason = bound.close_with or (1000, "")
+                await bound.socket.close(code=code, message=reason.encode()[:120])
+            bound.finished.set()
+
+    async def _read(self, bound: Bound, opened: dict[str, ChannelHandler]) -> None:
+        async for message in bound.socket:
+            if message.type != WSMsgType.BINARY:
+                if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+                continue
+            try:
+                frame = frames.decode(message.data)
+            except RapError as exc:
+                await bound.socket.send_bytes(frames.control(dataplane_pb2.CONTROL_KIND_ERROR, exc.reason))
+                continue
+            reply = ping_reply(frame)
+            if reply is not None:
+                await bound.socket.send_bytes(reply)
+                continue
+            kind = frame.WhichOneof("body") or ""
+            target = opened.get(CHANNEL_OF.get(kind, ""))
+            if target is None:
+                await bound.socket.send_bytes(
+                    frames.control(dataplane_pb2.CONTROL_KIND_ERROR, "channel_not_allowed", kind)
+                )
+                continue
+            await target.on_frame(frame)
 
 
 class ChannelHandler(Protocol):

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from rap.v1 import identity_pb2 as _identity_pb2
 from rap.v1 import jwk_pb2 as _jwk_pb2
 from rap.v1 import resource_pb2 as _resource_pb2
 import builtins as _builtins
@@ -193,12 +194,15 @@ class Worker(_message.Message):
     CERTIFICATE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organization_id: _builtins.str
     name: _builtins.str
     status: Global___WorkerStatus.ValueType
     capacity: _builtins.int
     direct_url: _builtins.str
+    role: _identity_pb2.IdentityRole.ValueType
+    """A worker or a gateway."""
     @_builtins.property
     def protocols(self) -> _containers.RepeatedScalarFieldContainer[_resource_pb2.Protocol.ValueType]: ...
     @_builtins.property
@@ -220,10 +224,11 @@ class Worker(_message.Message):
         certificate_expire_time: _timestamp_pb2.Timestamp | None = ...,
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        role: _identity_pb2.IdentityRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_expire_time", b"certificate_expire_time", "create_time", b"create_time", "last_seen_time", b"last_seen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "certificate_expire_time", b"certificate_expire_time", "create_time", b"create_time", "direct_url", b"direct_url", "id", b"id", "last_seen_time", b"last_seen_time", "name", b"name", "organization_id", b"organization_id", "protocols", b"protocols", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "certificate_expire_time", b"certificate_expire_time", "create_time", b"create_time", "direct_url", b"direct_url", "id", b"id", "last_seen_time", b"last_seen_time", "name", b"name", "organization_id", b"organization_id", "protocols", b"protocols", "role", b"role", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -635,18 +640,22 @@ class CreateWorkerEnrollmentTokenRequest(_message.Message):
 
     WORKER_NAME_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     worker_name: _builtins.str
     ttl_seconds: _builtins.int
     """How long the token may be used; at most 24 hours."""
+    role: _identity_pb2.IdentityRole.ValueType
+    """The role of the identity the token enrolls; unspecified means a worker."""
     def __init__(
         self,
         *,
         worker_name: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
+        role: _identity_pb2.IdentityRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ttl_seconds", b"ttl_seconds", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "ttl_seconds", b"ttl_seconds", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

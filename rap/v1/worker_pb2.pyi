@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from rap.v1 import identity_pb2 as _identity_pb2
 from rap.v1 import jwk_pb2 as _jwk_pb2
 from rap.v1 import resource_pb2 as _resource_pb2
 from rap.v1 import session_pb2 as _session_pb2
@@ -42,6 +43,45 @@ ENVIRONMENT_UNSPECIFIED: Environment.ValueType  # 0
 ENVIRONMENT_DEVELOPMENT: Environment.ValueType  # 1
 ENVIRONMENT_PRODUCTION: Environment.ValueType  # 2
 Global___Environment: _TypeAlias = Environment  # noqa: Y015
+
+@_typing.final
+class GetDataPlaneKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataPlaneKeysRequest: _TypeAlias = GetDataPlaneKeysRequest  # noqa: Y015
+
+@_typing.final
+class GetDataPlaneKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jwks(self) -> _jwk_pb2.JsonWebKeySet:
+        """Every published key: the active one, the next one, and retired ones
+        still within their overlap.
+        """
+
+    def __init__(
+        self,
+        *,
+        jwks: _jwk_pb2.JsonWebKeySet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["jwks", b"jwks"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks", b"jwks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataPlaneKeysResponse: _TypeAlias = GetDataPlaneKeysResponse  # noqa: Y015
 
 @_typing.final
 class EnrollRequest(_message.Message):
@@ -83,9 +123,13 @@ class EnrollResponse(_message.Message):
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_BUNDLE_PEM_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    """The identity's id (a worker's or a gateway's)."""
     certificate_pem: _builtins.str
     ca_bundle_pem: _builtins.str
+    role: _identity_pb2.IdentityRole.ValueType
+    """The role the enrollment token gave the identity."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -95,10 +139,11 @@ class EnrollResponse(_message.Message):
         certificate_pem: _builtins.str = ...,
         ca_bundle_pem: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        role: _identity_pb2.IdentityRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_bundle_pem", b"ca_bundle_pem", "certificate_pem", b"certificate_pem", "expire_time", b"expire_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_bundle_pem", b"ca_bundle_pem", "certificate_pem", b"certificate_pem", "expire_time", b"expire_time", "role", b"role", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -340,7 +385,12 @@ Global___SessionStateUpdate: _TypeAlias = SessionStateUpdate  # noqa: Y015
 
 @_typing.final
 class BindRejected(_message.Message):
-    """A data-plane bind the worker refused; audited as data_plane_bind_rejected."""
+    """A data-plane bind the worker refused; audited as data_plane_bind_rejected.
+    A refusal of a verified token (it names a real session) is sent once per
+    token and reason; refusals of anonymous garbage (no token, a forged or
+    expired one, a rate-limited source) are counted per source and reason, the
+    first sent at once and the rest as one message with their count.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -349,12 +399,18 @@ class BindRejected(_message.Message):
     JTI_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_ADDRESS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     attachment_id: _builtins.str
     jti: _builtins.str
     user_id: _builtins.str
     reason: _builtins.str
     """Reason code, such as bad_signature or wrong_worker."""
+    source_address: _builtins.str
+    """The client's address as the worker saw it (a gateway's, for a relayed bind)."""
+    count: _builtins.int
+    """How many refusals this message stands for; 0 means 1."""
     def __init__(
         self,
         *,
@@ -363,10 +419,12 @@ class BindRejected(_message.Message):
         jti: _builtins.str = ...,
         user_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        source_address: _builtins.str = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "jti", b"jti", "reason", b"reason", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "count", b"count", "jti", b"jti", "reason", b"reason", "session_id", b"session_id", "source_address", b"source_address", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class WorkerServiceStub:
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     def __init__(self, channel):
@@ -51,27 +53,43 @@ class WorkerServiceStub:
                 request_serializer=rap_dot_v1_dot_worker__pb2.ConnectRequest.SerializeToString,
                 response_deserializer=rap_dot_v1_dot_worker__pb2.ConnectResponse.FromString,
                 _registered_method=True)
+        self.GetDataPlaneKeys = channel.unary_unary(
+                '/rap.v1.WorkerService/GetDataPlaneKeys',
+                request_serializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.SerializeToString,
+                response_deserializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     def Enroll(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Any role: exchange a one-time token and a CSR for a certificate.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RenewCertificate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Any role: a fresh certificate of the same identity and role.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Connect(self, request_iterator, context):
-        """The worker's assignment stream.
+        """Workers only: the assignment stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataPlaneKeys(self, request, context):
+        """Workers and gateways: the published public keys of data-plane tokens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +113,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=rap_dot_v1_dot_worker__pb2.ConnectRequest.FromString,
                     response_serializer=rap_dot_v1_dot_worker__pb2.ConnectResponse.SerializeToString,
             ),
+            'GetDataPlaneKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataPlaneKeys,
+                    request_deserializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.FromString,
+                    response_serializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'rap.v1.WorkerService', rpc_method_handlers)
@@ -104,8 +127,10 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkerService:
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     @staticmethod
@@ -179,6 +204,33 @@ class WorkerService:
             '/rap.v1.WorkerService/Connect',
             rap_dot_v1_dot_worker__pb2.ConnectRequest.SerializeToString,
             rap_dot_v1_dot_worker__pb2.ConnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataPlaneKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rap.v1.WorkerService/GetDataPlaneKeys',
+            rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.SerializeToString,
+            rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WorkerServiceStub:
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     @_typing.overload
@@ -36,25 +38,37 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     Enroll: _grpc.UnaryUnaryMultiCallable[_worker_pb2.EnrollRequest, _worker_pb2.EnrollResponse]
+    """Any role: exchange a one-time token and a CSR for a certificate."""
     RenewCertificate: _grpc.UnaryUnaryMultiCallable[_worker_pb2.RenewCertificateRequest, _worker_pb2.RenewCertificateResponse]
+    """Any role: a fresh certificate of the same identity and role."""
     Connect: _grpc.StreamStreamMultiCallable[_worker_pb2.ConnectRequest, _worker_pb2.ConnectResponse]
-    """The worker's assignment stream."""
+    """Workers only: the assignment stream."""
+    GetDataPlaneKeys: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetDataPlaneKeysRequest, _worker_pb2.GetDataPlaneKeysResponse]
+    """Workers and gateways: the published public keys of data-plane tokens."""
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_worker_pb2.EnrollRequest, _worker_pb2.EnrollResponse]  # type: ignore[assignment]
+    """Any role: exchange a one-time token and a CSR for a certificate."""
     RenewCertificate: _aio.UnaryUnaryMultiCallable[_worker_pb2.RenewCertificateRequest, _worker_pb2.RenewCertificateResponse]  # type: ignore[assignment]
+    """Any role: a fresh certificate of the same identity and role."""
     Connect: _aio.StreamStreamMultiCallable[_worker_pb2.ConnectRequest, _worker_pb2.ConnectResponse]  # type: ignore[assignment]
-    """The worker's assignment stream."""
+    """Workers only: the assignment stream."""
+    GetDataPlaneKeys: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetDataPlaneKeysRequest, _worker_pb2.GetDataPlaneKeysResponse]  # type: ignore[assignment]
+    """Workers and gateways: the published public keys of data-plane tokens."""
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The worker side of the control plane. Enroll takes a one-time enrollment
-    token; every other RPC requires a platform-CA client certificate.
+    """The platform side of the control plane, for workers and gateways. Enroll
+    takes a one-time enrollment token (its role decides what the identity is);
+    every other RPC requires a platform-CA client certificate, on the worker
+    port, and checks the role it names.
     """
 
     @_abc_1.abstractmethod
@@ -62,14 +76,16 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _worker_pb2.EnrollRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_worker_pb2.EnrollResponse, _abc.Awaitable[_worker_pb2.EnrollResponse]]: ...
+    ) -> _typing.Union[_worker_pb2.EnrollResponse, _abc.Awaitable[_worker_pb2.EnrollResponse]]:
+        """Any role: exchange a one-time token and a CSR for a certificate."""
 
     @_abc_1.abstractmethod
     def RenewCertificate(
         self,
         request: _worker_pb2.RenewCertificateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_worker_pb2.RenewCertificateResponse, _abc.Awaitable[_worker_pb2.RenewCertificateResponse]]: ...
+    ) -> _typing.Union[_worker_pb2.RenewCertificateResponse, _abc.Awaitable[_worker_pb2.RenewCertificateResponse]]:
+        """Any role: a fresh certificate of the same identity and role."""
 
     @_abc_1.abstractmethod
     def Connect(
@@ -77,6 +93,14 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_worker_pb2.ConnectRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.ConnectResponse], _abc.AsyncIterator[_worker_pb2.ConnectResponse]]:
-        """The worker's assignment stream."""
+        """Workers only: the assignment stream."""
+
+    @_abc_1.abstractmethod
+    def GetDataPlaneKeys(
+        self,
+        request: _worker_pb2.GetDataPlaneKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.GetDataPlaneKeysResponse, _abc.Awaitable[_worker_pb2.GetDataPlaneKeysResponse]]:
+        """Workers and gateways: the published public keys of data-plane tokens."""
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

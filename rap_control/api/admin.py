@@ -8,16 +8,21 @@ from typing import Any
 
 from rap.v1 import admin_pb2, admin_pb2_grpc
 from rap_common.errors import Unavailable
+from rap_common.identity import PROTO_TO_ROLE, ROLE_WORKER
 from rap_control.api import convert
 from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
 from rap_control.api.signing import SigningKeyRpcs
 from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
+from rap_control.db.engine import UnitOfWork
 from rap_control.identity.service import IdentityService
-from rap_control.identity.types import UserPatch
+from rap_control.identity.types import User, UserPatch
 from rap_control.ids import parse_id, require_id
 from rap_control.paging import page_request
+from rap_control.principal import CallContext
+from rap_control.sessions.revocation import Revocations, Revoked
 from rap_control.workers.service import WorkerEnrollment
+from rap_control.workers.types import Worker
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -31,8 +36,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         enrollment: WorkerEnrollment,
         coordination: Coordination,
         signing: SigningKeyRpcs,
+        revocations: Revocations,
     ) -> None:
         self._coordination = coordination
+        self._revocations = revocations
         self._signing = signing
         self._calls = calls
         self._identity = identity
@@ -78,8 +85,34 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             disabled=request.disabled if request.HasField("disabled") else None,
             display_name=request.display_name or None,
         )
-        user = await self._calls.run(lambda uow, call: self._identity.update_user(uow, call, user_id, patch))
+
+        def unit(uow: UnitOfWork, call: CallContext) -> tuple[User, Revoked]:
+            user = self._identity.update_user(uow, call, user_id, patch)
+            # A disabled user's live sessions end in the same transaction, audited.
+            if user.disabled:
+                return user, self._revocations.end_for_user(uow, call.organization_id, user.id, call.actor)
+            return user, Revoked()
+
+        user, revoked = await self._calls.run(unit)
+        await self._tell(revoked)
         return admin_pb2.UpdateUserResponse(user=convert.user_to_proto(user))
+
+    async def _tell(self, revoked: Revoked) -> None:
+        """Tell the workers what a revocation ended: they close the bound connections."""
+        events = [
+            WorkerEvent(EventKind.SESSION_TERMINATED, s.worker_id, s.id)
+            for s in revoked.sessions
+            if s.worker_id
+        ]
+        events += [
+            WorkerEvent(EventKind.ATTACHMENT_UPDATED, a.worker_id, a.session_id, a.attachment_id)
+            for a in revoked.attachments
+            if a.worker_id
+        ]
+        for event in events:
+            # A worker we cannot reach now is told at its next heartbeat or reconnect.
+            with contextlib.suppress(Unavailable):
+                await self._coordination.notify(event)
 
     async def CreateApiToken(self, request: Any, context: Any) -> admin_pb2.CreateApiTokenResponse:
         user_id = parse_id(request.user_id, "user_id", required=False)
@@ -111,9 +144,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def CreateWorkerEnrollmentToken(
         self, request: Any, context: Any
     ) -> admin_pb2.CreateWorkerEnrollmentTokenResponse:
+        role = PROTO_TO_ROLE.get(request.role, ROLE_WORKER)
         issued = await self._calls.run(
             lambda uow, call: self._enrollment.create_token(
-                uow, call, request.worker_name, request.ttl_seconds
+                uow, call, request.worker_name, request.ttl_seconds, role
             )
         )
         # The one place the token is revealed: the response to the admin who asked.
@@ -133,8 +167,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     async def RevokeWorker(self, request: Any, context: Any) -> admin_pb2.RevokeWorkerResponse:
         worker_id = require_id(request.id, "id")
-        worker = await self._calls.run(lambda uow, call: self._enrollment.revoke(uow, call, worker_id))
-        # Close its stream now, wherever it is (its next heartbeat would anyway).
+
+        def unit(uow: UnitOfWork, call: CallContext) -> Worker:
+            worker = self._enrollment.revoke(uow, call, worker_id)
+            # Its live sessions fail now, audited (worker_revoked); its leases go with them.
+            self._revocations.end_for_worker(uow, worker.id, call.actor)
+            return worker
+
+        worker = await self._calls.run(unit)
+        # Close its stream now, wherever it is (its next heartbeat would anyway); the
+        # worker then closes every bound connection (4412, worker_revoked).
         with contextlib.suppress(Unavailable):
             await self._coordination.notify(WorkerEvent(EventKind.WORKER_REVOKED, worker_id))
         return admin_pb2.RevokeWorkerResponse(worker=convert.worker_to_proto(worker))

@@ -221,7 +221,7 @@ class WorkerStreams:
         if first.WhichOneof("message") != "hello":
             raise InvalidArgument("the first message on Connect must be Hello", reason="hello_required")
         hello = self._hello(first.hello)
-        sync = await self._db.run(lambda uow: self._sessions.hello(uow, peer, hello))
+        sync = await self._db.run(lambda uow: self._sessions.hello(uow, peer, hello, request_id))
         jwks = await self._db.run(self._ring.jwks)
         stream = self.hub.open(sync.worker_id, sync.organization_id)
         await self._claim(sync.worker_id)
@@ -304,6 +304,8 @@ class WorkerStreams:
                     rejected.user_id,
                     rejected.reason,
                     request_id,
+                    rejected.source_address,
+                    max(1, rejected.count),
                 )
             )
         else:

@@ -11,8 +11,9 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from rap.v1 import admin_pb2, audit_pb2, resource_pb2, secret_pb2
+from rap.v1 import admin_pb2, audit_pb2, identity_pb2, resource_pb2, secret_pb2
 from rap_common.errors import InvalidArgument
+from rap_common.identity import ROLE_TO_PROTO
 from rap_common.secrets import SecretStr
 from rap_control.audit.types import AuditEvent
 from rap_control.identity.types import ApiTokenInfo, Organization, User
@@ -211,4 +212,5 @@ def worker_to_proto(w: Worker) -> admin_pb2.Worker:
         certificate_expire_time=timestamp(w.certificate_not_after),
         last_seen_time=timestamp(w.last_seen_at),
         create_time=timestamp(w.created_at),
+        role=ROLE_TO_PROTO.get(w.role, identity_pb2.IDENTITY_ROLE_UNSPECIFIED),
     )

@@ -6,20 +6,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import worker_pb2, worker_pb2_grpc
-from rap_control.api import convert
+from rap_common.identity import ROLE_TO_PROTO
+from rap_control.api import convert, session_convert
 from rap_control.api.connect import WorkerStreams
 from rap_control.api.context import current_peer_certificate, current_request_id
-from rap_control.db.engine import Database
+from rap_control.db.engine import Database, UnitOfWork
+from rap_control.tokens.keyring import SigningKeyRing
 from rap_control.workers.service import WorkerEnrollment
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     SERVICE_NAME = "rap.v1.WorkerService"
 
-    def __init__(self, db: Database, enrollment: WorkerEnrollment, streams: WorkerStreams) -> None:
+    def __init__(
+        self, db: Database, enrollment: WorkerEnrollment, streams: WorkerStreams, ring: SigningKeyRing
+    ) -> None:
         self._db = db
         self._enrollment = enrollment
         self._streams = streams
+        self._ring = ring
 
     async def Enroll(self, request: Any, context: Any) -> worker_pb2.EnrollResponse:
         """Authenticated by the one-time enrollment token in the request, not a bearer token."""
@@ -39,6 +44,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             certificate_pem=enrolled.certificate_pem,
             ca_bundle_pem=enrolled.ca_bundle_pem,
             expire_time=convert.timestamp(enrolled.expires_at),
+            role=ROLE_TO_PROTO[enrolled.role],
         )
 
     async def RenewCertificate(self, request: Any, context: Any) -> worker_pb2.RenewCertificateResponse:
@@ -56,3 +62,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[worker_pb2.ConnectResponse]:
         """On the worker port: the client certificate says which worker is connecting."""
         return self._streams.connect(request_iterator)
+
+    async def GetDataPlaneKeys(self, request: Any, context: Any) -> worker_pb2.GetDataPlaneKeysResponse:
+        """On the worker port, for any platform identity (a worker or a gateway)."""
+        peer, request_id = current_peer_certificate(), current_request_id()
+
+        def keys(uow: UnitOfWork) -> dict[str, dict[str, str]]:
+            self._enrollment.identify_audited(uow, peer, None, "GetDataPlaneKeys", request_id)
+            return self._ring.jwks(uow)
+
+        jwks = await self._db.run(keys)
+        return worker_pb2.GetDataPlaneKeysResponse(jwks=session_convert.jwks_to_proto(jwks))

@@ -38,6 +38,8 @@ class EventType(StrEnum):
     WORKER_ENROLLED = "worker_enrolled"
     WORKER_CERTIFICATE_RENEWED = "worker_certificate_renewed"
     WORKER_REVOKED = "worker_revoked"
+    # A platform certificate refused by a worker-facing RPC (a gateway's at Connect, say).
+    PLATFORM_IDENTITY_REFUSED = "platform_identity_refused"
     ENCRYPTION_KEY_ROTATED = "encryption_key_rotated"
     ENCRYPTION_KEY_RETIRED = "encryption_key_retired"
     SECRETS_REWRAPPED = "secrets_rewrapped"

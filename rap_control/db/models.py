@@ -207,9 +207,14 @@ class PlatformCa(Base):
 
 class Worker(Base):
     __tablename__ = "workers"
-    __table_args__ = (CheckConstraint("status IN ('online', 'offline', 'revoked')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('online', 'offline', 'revoked')", name="status"),
+        CheckConstraint("role IN ('worker', 'gateway')", name="role"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # A platform identity's role: "worker" runs sessions, "gateway" only relays.
+    role: Mapped[str] = mapped_column(String(8), default="worker", server_default="worker")
     organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(8), default="offline")
@@ -228,8 +233,11 @@ class WorkerEnrollmentToken(Base):
     """A one-time worker enrollment token, stored only as a hash."""
 
     __tablename__ = "worker_enrollment_tokens"
+    __table_args__ = (CheckConstraint("role IN ('worker', 'gateway')", name="role"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # The role of the identity this token enrolls.
+    role: Mapped[str] = mapped_column(String(8), default="worker", server_default="worker")
     organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
     token_hash: Mapped[bytes] = mapped_column(unique=True)
     worker_name: Mapped[str] = mapped_column(String(128))

@@ -1,9 +1,11 @@
-"""X.509 rules of the platform: the CA certificate, and worker certificates from CSRs.
+"""X.509 rules of the platform: the CA certificate, and identity certificates from CSRs.
 
-A worker certificate names its worker in a URI SAN ``rap://worker/<id>``
-(the identity every worker-facing check reads), lists the host names and
-IP addresses clients use for direct WSS as DNS and IP SANs, and is valid
-for both client and server authentication, for a short time.
+An identity certificate names its identity and role in a URI SAN
+``rap://<role>/<id>`` (what every worker-facing check reads). A worker's
+also lists the host names and IP addresses clients use for direct WSS as
+DNS and IP SANs, and is valid for client and server authentication; a
+gateway's is a client certificate only (it serves clients with a
+certificate of its own). Both live a short time.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rap_common.errors import InvalidArgument
+from rap_common.identity import ROLE_WORKER, identity_of_certificate, identity_uri
 from rap_control.resources.validation import check_host
 
-WORKER_URI_PREFIX = "rap://worker/"
 CA_VALIDITY = dt.timedelta(days=5 * 365)
 WORKER_VALIDITY = dt.timedelta(hours=24)
 MAX_HOST_NAMES = 16
@@ -106,16 +108,20 @@ def issue_worker_certificate(
     names: list[str],
     now: dt.datetime,
     validity: dt.timedelta = WORKER_VALIDITY,
+    role: str = ROLE_WORKER,
 ) -> x509.Certificate:
-    """Sign the CSR's key into a short-lived worker certificate. The CSR's own
-    subject and extensions are ignored: the CA decides what the worker is."""
+    """Sign the CSR's key into a short-lived certificate of an identity of ``role``.
+    The CSR's own subject and extensions are ignored: the CA decides what the
+    identity is. Only a worker gets host-name SANs and server authentication."""
+    worker = role == ROLE_WORKER
     sans: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(f"{WORKER_URI_PREFIX}{worker_id}"),
-        *host_names(names),
+        x509.UniformResourceIdentifier(identity_uri(role, worker_id)),
+        *(host_names(names) if worker else []),
     ]
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH, *([ExtendedKeyUsageOID.SERVER_AUTH] if worker else [])]
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"worker {worker_id}")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{role} {worker_id}")]))
         .issuer_name(ca_cert.subject)
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
@@ -125,10 +131,7 @@ def issue_worker_certificate(
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
@@ -138,18 +141,9 @@ def issue_worker_certificate(
 
 
 def worker_id_of(certificate: x509.Certificate) -> uuid.UUID | None:
-    """The worker a certificate names in its URI SAN, or None."""
-    try:
-        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
-        if uri.startswith(WORKER_URI_PREFIX):
-            try:
-                return uuid.UUID(uri[len(WORKER_URI_PREFIX) :])
-            except ValueError:
-                return None
-    return None
+    """The worker a certificate names in its URI SAN, or None (also for a gateway's)."""
+    named = identity_of_certificate(certificate)
+    return named[1] if named is not None and named[0] == ROLE_WORKER else None
 
 
 SERVER_VALIDITY = dt.timedelta(days=30)

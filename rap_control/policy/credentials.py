@@ -14,7 +14,7 @@ Normalization defeats look-alike spellings before any matching:
 2. the Unicode TR39 confusables data (from the ``confusable-homoglyphs``
    package, which ships Unicode's own table) maps each remaining non-ASCII
    character that looks like an ASCII letter or digit to that letter: the
-   Cyrillic ``а``, the Greek ``Ρ``, the dotless ``ı``;
+   Cyrillic a (U+0430), the Greek capital rho (U+03A1), the dotless i (U+0131);
 3. camelCase humps and separators split words, and everything is lower-cased.
 
 A key that mixes scripts (Latin with Cyrillic or Greek letters, say) is
@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -63,9 +64,7 @@ CREDENTIAL_TERMS: tuple[str, ...] = (
 
 # Short terms, refused only as whole words ("pin" but not "ping", "pass" but
 # not "compass"), and the pairs of words that make a key one ("session key").
-SHORT_TERMS = frozenset(
-    {"pwd", "pw", "pswd", "pass", "pin", "otp", "totp", "hotp", "auth", "mfa"}
-)
+SHORT_TERMS = frozenset({"pwd", "pw", "pswd", "pass", "pin", "otp", "totp", "hotp", "auth", "mfa"})
 WORD_PAIRS = frozenset({("session", "key"), ("api", "key"), ("access", "key"), ("auth", "key")})
 # A key beside a password-like sibling that names whom it logs in as.
 LOGIN_WORDS = frozenset({"login", "user", "userid", "uid", "account", "principal"})
@@ -96,7 +95,9 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{40,}={0,2}")
 # scheme://user:password@host (a password in the userinfo; user@host alone is fine).
 _URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@?#]*:[^/\s@?#]+@")
 # Password=..., Pwd=... in ADO/ODBC/JDBC connection strings and libpq DSNs.
-_CONNECTION_PASSWORD = re.compile(r"(?:^|[;\s,&?{])\s*(?:password|passwd|pwd|pass)\s*=\s*[^;\s]", re.IGNORECASE)
+_CONNECTION_PASSWORD = re.compile(
+    r"(?:^|[;\s,&?{])\s*(?:password|passwd|pwd|pass)\s*=\s*[^;\s]", re.IGNORECASE
+)
 _MAX_DECODE_DEPTH = 2
 
 
@@ -106,7 +107,7 @@ def _ascii_lookalike(char: str) -> str:
     if char.isascii():
         return char
     for glyph in confusables.confusables_data.get(char, ()):
-        candidate = glyph["c"]
+        candidate = str(glyph["c"])
         if len(candidate) == 1 and candidate.isascii() and candidate.isalnum():
             return candidate
     return char
@@ -143,7 +144,7 @@ def is_credential_key(key: str) -> bool:
     words = key_words(key)
     if any(w in SHORT_TERMS for w in words):
         return True
-    if any(pair in WORD_PAIRS for pair in zip(words, words[1:], strict=False)):
+    if any(pair in WORD_PAIRS for pair in itertools.pairwise(words)):
         return True
     return mixes_scripts(key)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rap_common.errors import PermissionDenied
-from rap_common.tokens import LEASE_AUDIENCE, TokenRejected, verify
+from rap_common.tokens import ISSUER, LEASE_AUDIENCE, TokenRejected, verify
 from rap_control.db.engine import UnitOfWork
-from rap_control.tokens.keyring import ISSUER, SigningKeyRing
+from rap_control.tokens.keyring import SigningKeyRing
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,18 @@ class SessionRepository:
         ).one_or_none()
         return _session(row) if row is not None else None
 
+    def live_for_user(self, organization_id: uuid.UUID, user_id: uuid.UUID) -> list[Session]:
+        rows = self._s.scalars(
+            select(m.Session)
+            .where(
+                m.Session.organization_id == organization_id,
+                m.Session.user_id == user_id,
+                m.Session.state.in_(_LIVE),
+            )
+            .order_by(m.Session.created_at)
+        )
+        return [_session(r) for r in rows]
+
     def live_for_worker(self, worker_id: uuid.UUID) -> list[Session]:
         rows = self._s.scalars(
             select(m.Session)
@@ -151,6 +163,8 @@ class SessionRepository:
             .where(
                 m.Worker.organization_id == organization_id,
                 m.Worker.status == "online",
+                # Defence in depth: only a worker identity is ever scheduled.
+                m.Worker.role == "worker",
                 m.Worker.revoked_at.is_(None),
                 m.Worker.last_seen_at >= seen_since,
                 any_(m.Worker.protocols) == protocol,
@@ -164,7 +178,12 @@ class SessionRepository:
         or None if it went offline or was revoked meanwhile."""
         row = self._s.execute(
             select(m.Worker.capacity)
-            .where(m.Worker.id == worker_id, m.Worker.status == "online", m.Worker.revoked_at.is_(None))
+            .where(
+                m.Worker.id == worker_id,
+                m.Worker.status == "online",
+                m.Worker.revoked_at.is_(None),
+                m.Worker.role == "worker",
+            )
             .with_for_update()
         ).one_or_none()
         if row is None:

@@ -10,6 +10,7 @@ import logging
 import uuid
 
 from rap_common.errors import NotFound
+from rap_common.identity import ROLE_WORKER
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
@@ -49,13 +50,18 @@ class WorkerSessions:
         self._timing = timing
         self._lifecycle = Lifecycle(audit)
 
-    def hello(self, uow: UnitOfWork, peer_certificate_pem: bytes, hello: WorkerHello) -> StreamSync:
+    def hello(
+        self, uow: UnitOfWork, peer_certificate_pem: bytes, hello: WorkerHello, request_id: str = ""
+    ) -> StreamSync:
         """A worker (re)connected: mark it online and re-sync it from PostgreSQL.
 
         Every live session of the worker is sent again (with a fresh lease
         token); sessions it reports that are no longer live are to be ended.
         """
-        worker, _ = self._enrollment.identify(uow, peer_certificate_pem)
+        # Workers only: a gateway's (or any other role's) certificate is refused, audited.
+        worker, _ = self._enrollment.identify_audited(
+            uow, peer_certificate_pem, ROLE_WORKER, "Connect", request_id
+        )
         capacity = max(0, min(hello.capacity, MAX_CAPACITY))
         WorkerRepository(uow.session).record_hello(
             worker.id, [p.value for p in hello.protocols], capacity, hello.direct_url or None
@@ -167,20 +173,27 @@ class WorkerSessions:
         user_id: str,
         reason: str,
         request_id: str,
+        source_address: str = "",
+        count: int = 1,
     ) -> None:
-        """A data-plane bind the worker refused: audited as data_plane_bind_rejected."""
+        """A data-plane bind the worker refused: audited as data_plane_bind_rejected (one row
+        standing for ``count`` refusals of anonymous garbage from one source)."""
+        details: dict[str, object] = {
+            "reason": reason_code(reason, "unspecified"),
+            "attachment_id": attachment_id[:64],
+            "jti": jti[:64],
+            "user_id": user_id[:64],
+            "source_address": source_address[:64],
+        }
+        if count > 1:
+            details["count"] = min(count, 2**31 - 1)
         self._audit.record(
             uow,
             Actor.worker(worker_id, organization_id, request_id),
             EventType.DATA_PLANE_BIND_REJECTED,
             target_type="session",
             target_id=session_id[:64] or "-",
-            details={
-                "reason": reason_code(reason, "unspecified"),
-                "attachment_id": attachment_id[:64],
-                "jti": jti[:64],
-                "user_id": user_id[:64],
-            },
+            details=details,
         )
 
     def disconnected(self, uow: UnitOfWork, worker_id: uuid.UUID) -> None:

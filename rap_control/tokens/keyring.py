@@ -29,7 +29,7 @@ from jose.backends.base import Key
 from sqlalchemy import insert, or_, select, text, update
 
 from rap_common.secrets import SecretBytes
-from rap_common.tokens import ALGORITHM
+from rap_common.tokens import ALGORITHM, ISSUER
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db import models as m
@@ -40,7 +40,6 @@ from rap_control.keys.service import KeyService
 from rap_control.principal import Actor
 
 RSA_BITS = 3072
-ISSUER = "rap-control-plane"
 _RING_LOCK = 0x5241504A4B  # "RAPJK", for pg_advisory_xact_lock
 # How long a replica trusts its cached idea of the active key.
 ACTIVE_RECHECK_SECONDS = 5.0

@@ -27,6 +27,7 @@ def _worker(row: m.Worker) -> Worker:
         last_seen_at=row.last_seen_at,
         revoked_at=row.revoked_at,
         created_at=row.created_at,
+        role=row.role,
     )
 
 
@@ -41,6 +42,7 @@ class WorkerRepository:
         worker_name: str,
         created_by: uuid.UUID | None,
         expires_at: datetime,
+        role: str,
     ) -> None:
         self._s.execute(
             insert(m.WorkerEnrollmentToken).values(
@@ -50,6 +52,7 @@ class WorkerRepository:
                 worker_name=worker_name,
                 created_by=created_by,
                 expires_at=expires_at,
+                role=role,
             )
         )
 
@@ -80,10 +83,12 @@ class WorkerRepository:
         host_names: list[str],
         serial: str,
         not_after: datetime,
+        role: str,
     ) -> None:
         self._s.execute(
             insert(m.Worker).values(
                 id=worker_id,
+                role=role,
                 organization_id=organization_id,
                 name=name,
                 status="offline",
@@ -141,7 +146,7 @@ class WorkerRepository:
         """The worker connected: online, with what it said it can do."""
         self._s.execute(
             update(m.Worker)
-            .where(m.Worker.id == worker_id, m.Worker.revoked_at.is_(None))
+            .where(m.Worker.id == worker_id, m.Worker.revoked_at.is_(None), m.Worker.role == "worker")
             .values(
                 status="online",
                 protocols=list(protocols),
@@ -166,7 +171,7 @@ class WorkerRepository:
         return set(
             self._s.scalars(
                 update(m.Worker)
-                .where(m.Worker.id.in_(worker_ids), m.Worker.revoked_at.is_(None))
+                .where(m.Worker.id.in_(worker_ids), m.Worker.revoked_at.is_(None), m.Worker.role == "worker")
                 .values(status="online", last_seen_at=func.now())
                 .returning(m.Worker.id),
                 execution_options={"synchronize_session": False},

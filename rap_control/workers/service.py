@@ -1,7 +1,10 @@
-"""Worker enrollment: one-time tokens, and certificates from the platform CA."""
+"""Enrollment of platform identities (workers and gateways): one-time tokens, and
+certificates from the platform CA; and the identification of a caller by its
+client certificate, role included."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,7 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from rap_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from rap_common.errors import InvalidArgument, PermissionDenied, RapError, Unauthenticated
+from rap_common.identity import ROLE_WORKER, ROLES, identity_of_certificate
 from rap_common.secrets import SecretStr
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
@@ -42,6 +46,13 @@ class Enrollment:
     certificate_pem: str
     ca_bundle_pem: str
     expires_at: datetime
+    role: str = ROLE_WORKER
+
+
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", reason="bad_role")
+    return value
 
 
 def _name(value: str, field: str) -> str:
@@ -56,12 +67,13 @@ class WorkerEnrollment:
         self._ca = ca
 
     def create_token(
-        self, uow: UnitOfWork, ctx: CallContext, worker_name: str, ttl_seconds: int
+        self, uow: UnitOfWork, ctx: CallContext, worker_name: str, ttl_seconds: int, role: str = ROLE_WORKER
     ) -> IssuedEnrollmentToken:
-        """A one-time token that enrolls one worker into the caller's organization (admins only)."""
+        """A one-time token that enrolls one identity of ``role`` into the caller's
+        organization (admins only)."""
         ctx.principal.require_admin("create worker enrollment tokens")
         return self.issue_token(
-            uow, ctx.organization_id, worker_name, ttl_seconds, ctx.actor, ctx.principal.user_id
+            uow, ctx.organization_id, worker_name, ttl_seconds, ctx.actor, ctx.principal.user_id, role
         )
 
     def issue_token(
@@ -72,8 +84,11 @@ class WorkerEnrollment:
         ttl_seconds: int,
         actor: Actor,
         created_by: uuid.UUID | None,
+        role: str = ROLE_WORKER,
     ) -> IssuedEnrollmentToken:
-        """A one-time enrollment token, for an admin's call or an operator's `rapctl`."""
+        """A one-time enrollment token of an identity of ``role``, for an admin's call or an
+        operator's `rapctl`."""
+        role = _role(role)
         ttl = timedelta(seconds=ttl_seconds) if ttl_seconds else DEFAULT_TOKEN_TTL
         if ttl_seconds < 0 or ttl > MAX_TOKEN_TTL:
             raise InvalidArgument(
@@ -82,7 +97,7 @@ class WorkerEnrollment:
         secret, token_hash, prefix = tokens.new_enrollment_token()
         expires_at = datetime.now(UTC) + ttl
         WorkerRepository(uow.session).insert_enrollment_token(
-            organization_id, token_hash, _name(worker_name, "worker_name"), created_by, expires_at
+            organization_id, token_hash, _name(worker_name, "worker_name"), created_by, expires_at, role
         )
         self._audit.record(
             uow,
@@ -90,7 +105,7 @@ class WorkerEnrollment:
             EventType.WORKER_ENROLLMENT_TOKEN_CREATED,
             target_type="worker_enrollment_token",
             target_id=prefix,
-            details={"worker_name": worker_name, "ttl_seconds": int(ttl.total_seconds())},
+            details={"worker_name": worker_name, "ttl_seconds": int(ttl.total_seconds()), "role": role},
             organization_id=organization_id,
         )
         return IssuedEnrollmentToken(secret, expires_at)
@@ -126,8 +141,11 @@ class WorkerEnrollment:
             )
         ca = self._ca.get(uow)
         worker_id = uuid.uuid4()
+        role = token.role
+        # A gateway serves no direct endpoint: its certificate names no hosts.
+        host_names = host_names if role == ROLE_WORKER else []
         certificate = certificates.issue_worker_certificate(
-            ca.key, ca.certificate, csr, worker_id, host_names, datetime.now(UTC)
+            ca.key, ca.certificate, csr, worker_id, host_names, datetime.now(UTC), role=role
         )
         worker_name = _name(name, "name") if name else token.worker_name
         repo.insert_worker(
@@ -137,16 +155,18 @@ class WorkerEnrollment:
             host_names,
             format(certificate.serial_number, "x"),
             certificate.not_valid_after_utc,
+            role,
         )
         repo.link_token(token.id, worker_id)
         self._audit.record(
             uow,
-            Actor("worker", str(worker_id), token.organization_id, request_id),
+            Actor(role, str(worker_id), token.organization_id, request_id),
             EventType.WORKER_ENROLLED,
-            target_type="worker",
+            target_type=role,
             target_id=str(worker_id),
             details={
                 "name": worker_name,
+                "role": role,
                 "serial": format(certificate.serial_number, "x"),
                 "host_names": host_names,
             },
@@ -156,6 +176,7 @@ class WorkerEnrollment:
             certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
             ca_bundle_pem=ca.certificate_pem,
             expires_at=certificate.not_valid_after_utc,
+            role=role,
         )
 
     def list_workers(
@@ -188,24 +209,33 @@ class WorkerEnrollment:
     def renew(
         self, uow: UnitOfWork, peer_certificate_pem: bytes, csr_pem: str, request_id: str
     ) -> Enrollment:
-        """A fresh certificate for the worker the (transport-verified) client certificate names.
+        """A fresh certificate for the identity the (transport-verified) client certificate
+        names, of the same role: a gateway renews into a gateway, never a worker.
 
-        Refused for a revoked worker, or a certificate the current CA did not issue.
+        Refused for a revoked identity, or a certificate the current CA did not issue.
         """
         csr = certificates.parse_csr(csr_pem)
-        worker, presented = self.identify(uow, peer_certificate_pem, lock=True)
+        worker, presented = self.identify_audited(
+            uow, peer_certificate_pem, None, "RenewCertificate", request_id, lock=True
+        )
         worker_id = worker.id
         ca = self._ca.get(uow)
         certificate = certificates.issue_worker_certificate(
-            ca.key, ca.certificate, csr, worker_id, list(worker.direct_host_names), datetime.now(UTC)
+            ca.key,
+            ca.certificate,
+            csr,
+            worker_id,
+            list(worker.direct_host_names),
+            datetime.now(UTC),
+            role=worker.role,
         )
         serial = format(certificate.serial_number, "x")
         WorkerRepository(uow.session).record_certificate(worker_id, serial, certificate.not_valid_after_utc)
         self._audit.record(
             uow,
-            Actor("worker", str(worker_id), worker.organization_id, request_id),
+            Actor(worker.role, str(worker_id), worker.organization_id, request_id),
             EventType.WORKER_CERTIFICATE_RENEWED,
-            target_type="worker",
+            target_type=worker.role,
             target_id=str(worker_id),
             details={"serial": serial, "previous_serial": format(presented.serial_number, "x")},
         )
@@ -214,16 +244,25 @@ class WorkerEnrollment:
             certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
             ca_bundle_pem=ca.certificate_pem,
             expires_at=certificate.not_valid_after_utc,
+            role=worker.role,
         )
 
     def identify(
-        self, uow: UnitOfWork, peer_certificate_pem: bytes, *, lock: bool = False
+        self,
+        uow: UnitOfWork,
+        peer_certificate_pem: bytes,
+        *,
+        role: str | None = ROLE_WORKER,
+        lock: bool = False,
     ) -> tuple[m.Worker, x509.Certificate]:
-        """The enrolled, unrevoked worker that a (transport-verified) client certificate names.
+        """The enrolled, unrevoked identity that a (transport-verified) client certificate
+        names, which must be of ``role`` (None: any role).
 
         Refused when the certificate was not issued by the current platform CA
-        (UNAUTHENTICATED), names no or an unknown worker (UNAUTHENTICATED), or
-        names a revoked worker (PERMISSION_DENIED, reason ``worker_revoked``).
+        (UNAUTHENTICATED), names no or an unknown identity, or a role its row
+        does not have (UNAUTHENTICATED), is of another role than asked
+        (PERMISSION_DENIED, reason ``not_a_worker`` or ``not_a_gateway``), or
+        names a revoked identity (PERMISSION_DENIED, reason ``worker_revoked``).
         """
         ca = self._ca.get(uow)
         try:
@@ -233,12 +272,64 @@ class WorkerEnrollment:
             raise Unauthenticated(
                 "the client certificate was not issued by the platform CA", reason="bad_client_certificate"
             ) from None
-        worker_id = certificates.worker_id_of(presented)
-        if worker_id is None:
-            raise Unauthenticated("the client certificate names no worker", reason="bad_client_certificate")
-        worker = WorkerRepository(uow.session).get_any(worker_id, lock=lock)
+        named = identity_of_certificate(presented)
+        if named is None:
+            raise Unauthenticated(
+                "the client certificate names no platform identity", reason="bad_client_certificate"
+            )
+        certificate_role, identity_id = named
+        worker = WorkerRepository(uow.session).get_any(identity_id, lock=lock)
         if worker is None:
-            raise Unauthenticated("the client certificate names an unknown worker", reason="unknown_worker")
+            raise Unauthenticated("the client certificate names an unknown identity", reason="unknown_worker")
+        if worker.role != certificate_role:
+            raise Unauthenticated(
+                "the client certificate's role is not its identity's", reason="bad_client_certificate"
+            )
+        if role is not None and certificate_role != role:
+            raise PermissionDenied(
+                f"this certificate belongs to a {certificate_role}; only a {role} may do this",
+                reason=f"not_a_{role}",
+            )
         if worker.revoked_at is not None:
-            raise PermissionDenied("this worker was revoked", reason="worker_revoked")
+            raise PermissionDenied(f"this {worker.role} was revoked", reason="worker_revoked")
         return worker, presented
+
+    def identify_audited(
+        self,
+        uow: UnitOfWork,
+        peer_certificate_pem: bytes,
+        role: str | None,
+        method: str,
+        request_id: str,
+        *,
+        lock: bool = False,
+    ) -> tuple[m.Worker, x509.Certificate]:
+        """:meth:`identify`, with a refusal audited (``platform_identity_refused``) and
+        committed before it is raised."""
+        try:
+            return self.identify(uow, peer_certificate_pem, role=role, lock=lock)
+        except RapError as refusal:
+            self.record_refusal(uow, peer_certificate_pem, method, refusal.reason, request_id)
+            uow.commit_and_raise(refusal)
+
+    def record_refusal(
+        self, uow: UnitOfWork, peer_certificate_pem: bytes, method: str, reason: str, request_id: str
+    ) -> None:
+        """Audit a worker-facing call refused for its certificate: who it claimed to be."""
+        named = None
+        with contextlib.suppress(ValueError):
+            named = identity_of_certificate(x509.load_pem_x509_certificate(peer_certificate_pem))
+        row = WorkerRepository(uow.session).get_any(named[1]) if named is not None else None
+        self._audit.record(
+            uow,
+            Actor(named[0] if named else "unidentified", str(named[1]) if named else "-", None, request_id),
+            EventType.PLATFORM_IDENTITY_REFUSED,
+            target_type="method",
+            target_id=method,
+            details={
+                "reason": reason,
+                "role": named[0] if named else "",
+                "identity_id": str(named[1]) if named else "",
+            },
+            organization_id=row.organization_id if row is not None else None,
+        )

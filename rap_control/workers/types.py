@@ -20,3 +20,5 @@ class Worker:
     last_seen_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    # "worker" or "gateway" (rap_common.identity.ROLES).
+    role: str = "worker"

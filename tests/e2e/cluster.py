@@ -38,12 +38,12 @@ class Cluster:
     def client(self, replica: ControlPlane) -> Client:
         return Client(replica.channel(), self.admin.token)
 
-    def enroll_worker(self, name: str, targets: list[str] | None = None) -> WorkerProcess:
+    def enroll_worker(self, name: str, targets: list[str] | None = None, **env: str) -> WorkerProcess:
         token = self.admin.admin.CreateWorkerEnrollmentToken(
             admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name=name)
         ).enrollment_token
         worker = WorkerProcess.enroll(self.directory, self.a.target, token, name)
-        worker.run(targets or [r.worker_target for r in self.replicas])
+        worker.run(targets or [r.worker_target for r in self.replicas], **env)
         self.workers.append(worker)
         return worker
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import subprocess
@@ -13,8 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from rap.v1 import admin_pb2, session_pb2
+from rap.v1 import admin_pb2, identity_pb2, session_pb2
 from rap_common import frames
+from rap_common.identity import CERT, KEY
 from tests.e2e.cluster import Cluster, cluster, states
 from tests.support.processes import WorkerProcess, free_port, start_gateway
 from tests.support.sshd import Sshd
@@ -50,9 +52,11 @@ def gateway(
 ) -> Iterator[subprocess.Popen[bytes]]:
     directory, port, _, cert, key = gateway_setup
     token = plane.admin.admin.CreateWorkerEnrollmentToken(
-        admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="gateway")
+        admin_pb2.CreateWorkerEnrollmentTokenRequest(
+            worker_name="gateway", role=identity_pb2.IDENTITY_ROLE_GATEWAY
+        )
     ).enrollment_token
-    process = start_gateway(directory, port, plane.a.target, token, plane.admin.token, cert, key)
+    process = start_gateway(directory, port, plane.a.target, token, [plane.a.worker_target], cert, key)
     yield process
     process.terminate()
     process.wait(10)
@@ -167,3 +171,100 @@ def test_an_upload_through_the_gateway(
             await connection.close()
 
     assert asyncio.run(go()) == f"RAP_Transfers/{payload.name}"
+
+
+def _active_attachment(plane: Cluster, sshd: Sshd) -> session_pb2.Attachment:
+    session = plane.start(plane.ssh_resource(sshd))
+    assert plane.wait_state(session.id, states("active", "failed")).state == session_pb2.SESSION_STATE_ACTIVE
+    return plane.admin.sessions.AttachSession(
+        session_pb2.AttachSessionRequest(session_id=session.id)
+    ).attachment
+
+
+def test_the_workers_close_code_reaches_the_client_through_the_gateway_every_time(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess, gateway: subprocess.Popen[bytes]
+) -> None:
+    """A refusal made by the worker and relayed by the gateway arrives with the worker's
+    code and reason, never as 1006, run after run."""
+    attachment = _active_attachment(plane, sshd)
+    gw = attachment.candidates[1]
+
+    async def go() -> list[tuple[int | None, str]]:
+        http, ws = await _session(gw, attachment.data_plane_token)  # the one good bind
+        await _close(http, ws)
+        seen = []
+        for _ in range(40):
+            http, ws = await _session(gw, attachment.data_plane_token)
+            message = await asyncio.wait_for(ws.receive(), 10)
+            seen.append((ws.close_code, str(message.extra)))
+            await ws.close()
+            await http.close()
+        await asyncio.sleep(0.25)
+        return seen
+
+    seen = asyncio.run(go())
+    assert seen == [(4403, "replayed_jti")] * 40, sorted(set(seen))
+
+
+def test_the_worker_accepts_relay_certificates_of_the_gateway_role_only(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess, gateway: subprocess.Popen[bytes]
+) -> None:
+    """A worker's key presented as a relay's client certificate is refused (4403
+    relay_not_gateway) before the token is even looked at, and audited."""
+    attachment = _active_attachment(plane, sshd)
+    direct = attachment.candidates[0]
+    state = worker.state_dir
+
+    async def go() -> tuple[int | None, str]:
+        context = ssl.create_default_context(cadata=direct.ca_bundle_pem)
+        context.load_cert_chain(state / CERT, state / KEY)
+        http = aiohttp.ClientSession()
+        ws = await http.ws_connect(
+            direct.url,
+            headers={"Authorization": f"Bearer {attachment.data_plane_token}"},
+            protocols=(frames.SUBPROTOCOL,),
+            ssl=context,
+        )
+        message = await asyncio.wait_for(ws.receive(), 10)
+        await _close(http, ws)
+        return ws.close_code, str(message.extra)
+
+    assert asyncio.run(go()) == (4403, "relay_not_gateway")
+    deadline = time.monotonic() + 15
+    while not [
+        e for e in plane.audit("data_plane_bind_rejected") if e.details["reason"] == "relay_not_gateway"
+    ]:
+        assert time.monotonic() < deadline, "no data_plane_bind_rejected row for relay_not_gateway"
+        time.sleep(0.1)
+
+
+def test_an_oversized_authorization_header_leaves_no_byte_of_it_in_any_log(
+    plane: Cluster,
+    sshd: Sshd,
+    worker: WorkerProcess,
+    gateway: subprocess.Popen[bytes],
+    gateway_setup: tuple[Path, int, bytes, Path, Path],
+) -> None:
+    directory, port, ca_pem, _, _ = gateway_setup
+    attachment = _active_attachment(plane, sshd)
+    canary = "OversizedBearerCanary"
+    header = f"Bearer {canary}{'Q' * 20000}"
+
+    async def knock(url: str, cadata: str) -> None:
+        async with aiohttp.ClientSession() as http:
+            with contextlib.suppress(aiohttp.ClientError):
+                ws = await http.ws_connect(
+                    url, headers={"Authorization": header}, ssl=ssl.create_default_context(cadata=cadata)
+                )
+                await ws.close()
+        await asyncio.sleep(0.25)
+
+    asyncio.run(knock(f"wss://localhost:{port}/v1/connect", ca_pem.decode()))
+    asyncio.run(knock(attachment.candidates[0].url, attachment.candidates[0].ca_bundle_pem))
+    logs = {
+        "gateway": (directory / "gateway.log").read_text(errors="replace"),
+        "worker": worker.log.read_text(),
+    }
+    for name, text in logs.items():
+        assert canary not in text and "QQQQQQQQ" not in text, name
+    assert "refused a malformed HTTP request" in logs["gateway"]

@@ -70,18 +70,14 @@ def test_a_request_that_cannot_be_parsed_is_invalid_argument_with_a_request_id(
 
 def test_a_request_of_garbage_bytes_is_invalid_argument(dev_server: ServerThread, org: Org) -> None:
     with dev_server.channel() as channel:
-        call = channel.unary_unary(
-            "/rap.v1.ResourceService/GetResource", request_serializer=lambda raw: raw
-        )
+        call = channel.unary_unary("/rap.v1.ResourceService/GetResource", request_serializer=lambda raw: raw)
         with pytest.raises(grpc.RpcError) as caught:
             call(b"\xff\xff\xff\xff", metadata=(("authorization", f"Bearer {org.admin_token}"),), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture
-def proxied_server(
-    database_url: str, provider: LocalKeyProvider
-) -> Iterator[tuple[ServerThread, TcpProxy]]:
+def proxied_server(database_url: str, provider: LocalKeyProvider) -> Iterator[tuple[ServerThread, TcpProxy]]:
     proxy = TcpProxy(postgres_upstream(database_url)).start()
     url = proxied_postgres_url(database_url, proxy.port)
     db = Database(url, pool_size=2)

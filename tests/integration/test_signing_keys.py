@@ -96,18 +96,23 @@ def test_no_caller_is_handed_keys_that_are_not_committed(
     assert db.run_sync(ring.active).kid == created.kid
 
 
-def test_a_rolled_back_key_is_never_cached(
-    ring_db: tuple[str, Database], provider: LocalKeyProvider
-) -> None:
+def test_a_rolled_back_key_is_never_cached(ring_db: tuple[str, Database], provider: LocalKeyProvider) -> None:
     _, db = ring_db
     ring = SigningKeyRing(provider, KeyService(AuditLog(), provider))
 
     class Abort(Exception):
         pass
 
-    with pytest.raises(Abort), db.transaction() as uow:
-        phantom = ring.active(uow)
-        raise Abort
+    created: list[str] = []
+
+    def create_then_fail() -> None:
+        with db.transaction() as uow:
+            created.append(ring.active(uow).kid)
+            raise Abort
+
+    with pytest.raises(Abort):
+        create_then_fail()
+    phantom = created[0]
     jwks = db.run_sync(ring.jwks)
-    assert phantom.kid not in jwks and len(jwks) == 2
+    assert phantom not in jwks and len(jwks) == 2
     assert db.run_sync(ring.active).kid in jwks

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from rap.v1 import admin_pb2, audit_pb2
+from rap_common.identity import ROLE_WORKER, StateDir, enroll, platform_channel
 from rap_control.config import Environment
 from rap_control.db.engine import Database
 from rap_control.keys.local import LocalKeyProvider
 from rap_control.pki import certificates
 from rap_worker.agent import Agent, AgentConfig, key_matches
-from rap_worker.enroll import enroll
-from rap_worker.rpc import worker_channel
-from rap_worker.state import StateDir
 from tests.conftest import Org, _settings
 from tests.support.client import Client
 from tests.support.server import ServerThread
@@ -41,20 +39,45 @@ async def test_the_agent_renews_its_certificate_and_keeps_its_id(
         token = admin.admin.CreateWorkerEnrollmentToken(
             admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="agent")
         ).enrollment_token
-        identity = await enroll(server.target, token, "agent", ["agent.internal"], tls_ca_pem=None)
+        identity = await enroll(
+            server.target, token, "agent", ["agent.internal"], tls_ca_pem=None, expected_role=ROLE_WORKER
+        )
         state = StateDir(tmp_path / "state")
         state.save(identity)
         target = f"127.0.0.1:{server.worker_port}"
         agent = Agent(AgentConfig(state.path, [target]))
-        agent.worker_id = identity.worker_id
-        async with worker_channel(target, identity) as worker:
+        agent.worker_id = identity.identity_id
+        async with platform_channel(target, identity) as worker:
             await agent.renew(worker)
         renewed = state.load()
         assert renewed.certificate().serial_number != identity.certificate().serial_number
-        assert str(certificates.worker_id_of(renewed.certificate())) == identity.worker_id
+        assert str(certificates.worker_id_of(renewed.certificate())) == identity.identity_id
         assert key_matches(renewed) and renewed.key_pem != identity.key_pem
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in state.path.iterdir())
         events = admin.audit.ListAuditEvents(
             audit_pb2.ListAuditEventsRequest(event_type="worker_certificate_renewed")
         ).events
-        assert [e.target_id for e in events] == [identity.worker_id]
+        assert [e.target_id for e in events] == [identity.identity_id]
+
+
+async def test_the_agent_fetches_the_published_keys_with_its_own_identity_rate_limited(
+    server: ServerThread, org: Org, tmp_path: Path
+) -> None:
+    with server.channel() as channel:
+        admin = Client(channel, org.admin_token)
+        token = admin.admin.CreateWorkerEnrollmentToken(
+            admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="keys")
+        ).enrollment_token
+        published = admin.admin.GetJwks(admin_pb2.GetJwksRequest()).jwks
+    identity = await enroll(server.target, token, "keys", [], tls_ca_pem=None, expected_role=ROLE_WORKER)
+    state = StateDir(tmp_path / "state")
+    state.save(identity)
+    target = f"127.0.0.1:{server.worker_port}"
+    agent = Agent(AgentConfig(state.path, [target]))
+    assert agent.jwks == {}
+    async with platform_channel(target, identity) as worker:
+        agent._channel = worker
+        assert await agent.refresh_jwks()
+        assert set(agent.jwks) == {k.kid for k in published.keys}
+        # A second unknown kid right away does not make another call.
+        assert not await agent.refresh_jwks()

@@ -161,7 +161,9 @@ class WorkerProcess:
             raise RuntimeError(f"rap-worker enroll failed: {result.stderr}")
         return cls(state, directory / f"worker-{name}.log", directory / f"probe-{name}.jsonl")
 
-    def run(self, targets: list[str], probe_command: str = "whoami", direct: bool = True) -> WorkerProcess:
+    def run(
+        self, targets: list[str], probe_command: str = "whoami", direct: bool = True, **env: str
+    ) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -178,7 +180,7 @@ class WorkerProcess:
                     str(self.probe_out),
                     *(["--direct-listen", "127.0.0.1:0"] if direct else []),
                 ],
-                env=base_env(RAP_LOG_LEVEL="DEBUG"),
+                env=base_env(RAP_LOG_LEVEL="DEBUG", **env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -200,19 +202,21 @@ class WorkerProcess:
                 self.process.kill()
 
 
-def start_gateway(
-    directory: Path,
-    listen_port: int,
-    control_target: str,
-    enrollment_token: str,
-    api_token: str,
-    cert_file: Path,
-    key_file: Path,
-) -> subprocess.Popen[bytes]:
-    """Enroll a platform identity for the gateway (`rap-worker enroll`) and run `rap-gateway`."""
+def enroll_gateway(directory: Path, control_target: str, enrollment_token: str) -> Path:
+    """`rap-gateway enroll` with a gateway token; returns the state directory."""
     state = directory / "gateway-state"
     enrolled = subprocess.run(
-        [str(BIN / "rap-worker"), "enroll", "--control", control_target, "--state-dir", str(state)],
+        [
+            str(BIN / "rap-gateway"),
+            "enroll",
+            "--control",
+            control_target,
+            "--state-dir",
+            str(state),
+            "--name",
+            "gateway",
+            "--force",
+        ],
         env=base_env(RAP_ENROLLMENT_TOKEN=enrollment_token),
         capture_output=True,
         text=True,
@@ -220,6 +224,20 @@ def start_gateway(
     )
     if enrolled.returncode != 0:
         raise RuntimeError(f"the gateway's enrollment failed: {enrolled.stderr}")
+    return state
+
+
+def start_gateway(
+    directory: Path,
+    listen_port: int,
+    control_target: str,
+    enrollment_token: str,
+    worker_targets: list[str],
+    cert_file: Path,
+    key_file: Path,
+) -> subprocess.Popen[bytes]:
+    """Enroll a gateway identity (`rap-gateway enroll`, a gateway token) and run `rap-gateway`."""
+    state = enroll_gateway(directory, control_target, enrollment_token)
     log = directory / "gateway.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -234,10 +252,10 @@ def start_gateway(
                 str(key_file),
                 "--state-dir",
                 str(state),
-                "--control",
-                control_target,
+                "--control-worker",
+                ",".join(worker_targets),
             ],
-            env=base_env(RAP_GATEWAY_API_TOKEN=api_token),
+            env=base_env(RAP_LOG_LEVEL="DEBUG"),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

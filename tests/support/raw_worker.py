@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from rap.v1 import (
     admin_pb2,
+    identity_pb2,
     resolver_pb2,
     resolver_pb2_grpc,
     resource_pb2,
@@ -36,9 +37,10 @@ class RawWorker:
         worker_target: str,
         name: str = "raw",
         enroll_channel: grpc.Channel | None = None,
+        role: int = identity_pb2.IDENTITY_ROLE_WORKER,
     ) -> None:
         token = admin.admin.CreateWorkerEnrollmentToken(
-            admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name=name)
+            admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name=name, role=role)
         ).enrollment_token
         csr, key = make_csr()
         with enroll_channel or grpc.insecure_channel(user_target) as channel:
@@ -46,6 +48,7 @@ class RawWorker:
                 worker_pb2.EnrollRequest(enrollment_token=token, csr_pem=csr), timeout=15
             )
         self.worker_id = enrolled.worker_id
+        self.role = enrolled.role
         self.ca_pem = enrolled.ca_bundle_pem.encode()
         self.cert_pem = enrolled.certificate_pem.encode()
         self.key_pem = key.private_bytes(  # type: ignore[attr-defined]

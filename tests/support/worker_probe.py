@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 
 from rap_common.logging import configure_logging
 from rap_worker.adapters import Connection
 from rap_worker.adapters.ssh import SshConnection
-from rap_worker.agent import Agent, AgentConfig
+from rap_worker.agent import Agent, AgentConfig, WorkerRevoked
 
 
 def _append(path: Path, line: str) -> None:
@@ -49,6 +51,7 @@ def main() -> None:
                 ["ssh", "tcp"],
                 64,
                 direct_listen=args.direct_listen,
+                refusal_report_seconds=float(os.environ.get("RAP_TEST_REFUSAL_REPORT_SECONDS", "60")),
             ),
             on_active=on_active,
         )
@@ -57,7 +60,10 @@ def main() -> None:
             loop.add_signal_handler(sig, agent.shutdown)
         await agent.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except WorkerRevoked:
+        sys.exit(3)  # as `rap-worker run` does
 
 
 if __name__ == "__main__":

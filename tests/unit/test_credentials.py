@@ -117,7 +117,9 @@ def test_a_private_key_in_any_armour_or_base64_is_found_under_any_key(
 
 
 @given(credential_in_value(), ordinary_keys(), st.data())
-def test_a_password_inside_a_url_or_connection_string_is_found(value: str, key: str, data: st.DataObject) -> None:
+def test_a_password_inside_a_url_or_connection_string_is_found(
+    value: str, key: str, data: st.DataObject
+) -> None:
     assume(not is_credential_key(key))
     planted = data.draw(planted_metadata(leaf=value, key=key))
     paths = list(credential_paths(planted.metadata))
@@ -145,7 +147,18 @@ def test_named_lookalike_keys_are_refused(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["ping", "compass", "mapping", "author", "passport", "spinner", "ssh_host_key", "hostname", "\u65e5\u672c\u8a9e\u30ad\u30fc", "caf\u00e9"],
+    [
+        "ping",
+        "compass",
+        "mapping",
+        "author",
+        "passport",
+        "spinner",
+        "ssh_host_key",
+        "hostname",
+        "\u65e5\u672c\u8a9e\u30ad\u30fc",
+        "caf\u00e9",
+    ],
 )
 def test_words_that_merely_contain_a_short_name_pass(key: str) -> None:
     assert not is_credential_key(key), key
@@ -160,7 +173,13 @@ def test_a_login_beside_a_password_is_reported_as_a_pair() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["https://example.com/a?b=c", "ssh://bob@host", "https://user@host:8443/x", "password reset page", "-----BEGIN CERTIFICATE-----"],
+    [
+        "https://example.com/a?b=c",
+        "ssh://bob@host",
+        "https://user@host:8443/x",
+        "password reset page",
+        "-----BEGIN CERTIFICATE-----",
+    ],
 )
 def test_ordinary_values_pass(value: str) -> None:
     assert not is_credential_value(value)

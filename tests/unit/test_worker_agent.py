@@ -11,13 +11,13 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import struct_pb2
 
 from rap.v1 import resolver_pb2, worker_pb2
+from rap_common.identity import PlatformIdentity
 from rap_common.secrets import SecretBytes
 from rap_worker.agent import seconds_until_renewal
 from rap_worker.credentials import from_development_metadata, from_resolved
-from rap_worker.state import WorkerIdentity
 
 
-def _identity(not_before: dt.datetime, hours: int) -> WorkerIdentity:
+def _identity(not_before: dt.datetime, hours: int) -> PlatformIdentity:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "w")])
     cert = (
@@ -30,7 +30,9 @@ def _identity(not_before: dt.datetime, hours: int) -> WorkerIdentity:
         .not_valid_after(not_before + dt.timedelta(hours=hours))
         .sign(key, hashes.SHA256())
     )
-    return WorkerIdentity("w", SecretBytes(b""), cert.public_bytes(serialization.Encoding.PEM), b"")
+    return PlatformIdentity(
+        "w", "worker", SecretBytes(b""), cert.public_bytes(serialization.Encoding.PEM), b""
+    )
 
 
 def test_renewal_comes_when_a_third_of_the_lifetime_is_left() -> None:
