@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from rap_common import frames
 from rap_common.admission import SourceLimiter
+from rap_common.edge import ConnectionGuard, GuardedSite, quiet_loop_errors, raise_file_limit
 from rap_common.errors import Unauthenticated
 from rap_common.tokens import DATA_PLANE_AUDIENCE, ISSUER, TokenRejected, verify
 
@@ -56,12 +57,15 @@ class Gateway:
     upstream_tls: ssl.SSLContext  # the gateway's platform certificate, trusting the platform CA
     jwks: dict[str, dict[str, str]] = field(default_factory=dict)
     limiter: SourceLimiter = field(default_factory=SourceLimiter)
+    guard: ConnectionGuard = field(default_factory=ConnectionGuard)
     _fetched_at: float = 0.0
     _runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
     port: int = 0
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> int:
+        quiet_loop_errors(asyncio.get_running_loop())
+        log.info("open-file limit %d", raise_file_limit())
         self.jwks = await self.fetch_jwks()
         self._fetched_at = time.monotonic()
         self._http = aiohttp.ClientSession()
@@ -69,10 +73,9 @@ class Gateway:
         app.router.add_get(PATH, self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
+        site = GuardedSite(self._runner, host, port, tls, self.guard)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = site.port
         return self.port
 
     async def stop(self) -> None:
@@ -124,6 +127,7 @@ class Gateway:
             log.warning("gateway could not reach the worker: %s", type(exc).__name__)
             await client.close(code=4503, message=b"worker_unreachable")
             return client
+        self.guard.bound(request.transport)
         await self._relay(client, upstream)
         return client
 

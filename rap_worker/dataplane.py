@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 from rap.v1 import dataplane_pb2
 from rap_common import frames
 from rap_common.admission import RefusalCounter, Report, SourceLimiter
+from rap_common.edge import ConnectionGuard, GuardedSite, quiet_loop_errors, raise_file_limit
 from rap_common.errors import FailedPrecondition, NotFound, PermissionDenied, RapError, Unauthenticated
 from rap_common.identity import ROLE_GATEWAY, identity_of_peercert
 from rap_common.tokens import DATA_PLANE_AUDIENCE, ISSUER, TokenRejected, verify
@@ -138,20 +139,21 @@ class DataPlane:
     channel_factories: dict[str, Callable[[Bound], ChannelHandler]] = field(default_factory=dict)
     limiter: SourceLimiter = field(default_factory=SourceLimiter)
     refusals: RefusalCounter = field(default_factory=RefusalCounter)
+    guard: ConnectionGuard = field(default_factory=ConnectionGuard)
     _runner: web.AppRunner | None = None
     _flusher: asyncio.Task[None] | None = None
     port: int = 0
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> int:
+        quiet_loop_errors(asyncio.get_running_loop())
+        log.info("open-file limit %d", raise_file_limit())
         app = web.Application()
         app.router.add_get(PATH, self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
+        site = GuardedSite(self._runner, host, port, tls, self.guard)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = site.port
         self._flusher = asyncio.create_task(self._flush_refusals())
         return self.port
 
@@ -223,6 +225,7 @@ class DataPlane:
             await socket.close(code=error.ws_close_code, message=error.reason.encode())
             return socket
         self._bound[bound.attachment.attachment_id] = bound
+        self.guard.bound(request.transport)
         log.info(
             "bound attachment %s of session %s", bound.attachment.attachment_id, bound.session.session_id
         )

@@ -38,12 +38,14 @@ class Cluster:
     def client(self, replica: ControlPlane) -> Client:
         return Client(replica.channel(), self.admin.token)
 
-    def enroll_worker(self, name: str, targets: list[str] | None = None, **env: str) -> WorkerProcess:
+    def enroll_worker(
+        self, name: str, targets: list[str] | None = None, nofile: int | None = None, **env: str
+    ) -> WorkerProcess:
         token = self.admin.admin.CreateWorkerEnrollmentToken(
             admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name=name)
         ).enrollment_token
         worker = WorkerProcess.enroll(self.directory, self.a.target, token, name)
-        worker.run(targets or [r.worker_target for r in self.replicas], **env)
+        worker.run(targets or [r.worker_target for r in self.replicas], nofile=nofile, **env)
         self.workers.append(worker)
         return worker
 

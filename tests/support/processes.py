@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -162,8 +163,19 @@ class WorkerProcess:
         return cls(state, directory / f"worker-{name}.log", directory / f"probe-{name}.jsonl")
 
     def run(
-        self, targets: list[str], probe_command: str = "whoami", direct: bool = True, **env: str
+        self,
+        targets: list[str],
+        probe_command: str = "whoami",
+        direct: bool = True,
+        nofile: int | None = None,
+        **env: str,
     ) -> WorkerProcess:
+        """Run the agent; ``nofile`` caps its open files (soft and hard), like a stock host."""
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -184,6 +196,7 @@ class WorkerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                preexec_fn=limit if nofile is not None else None,
             )
         wait_for("connected to", self.log, self.process)
         return self
