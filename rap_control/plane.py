@@ -141,7 +141,9 @@ def build_plane(
             db, worker_sessions, ring, coordination, timing, production=settings.production
         ),
         resolution=SecretResolution(audit, enrollment, leases, store),
-        sweeper=LeaseSweeper(db, audit),
+        sweeper=LeaseSweeper(
+            db, audit, outage_grace_seconds=timing.lease_ttl_seconds + 2 * timing.heartbeat_seconds
+        ),
         health=HealthMonitor(db, provider, coordination),
         revocations=Revocations(audit),
     )

@@ -139,9 +139,19 @@ class WorkerStreams:
             try:
                 await self._flush(batch)
             except RapError as exc:
-                log.warning("%d heartbeats not recorded: %s", len(batch), exc.reason)
+                # Kept for the next flush (newer beats win): at recovery they renew the
+                # leases of the workers that stayed alive through the outage.
+                self._beats = {**self._still_alive(batch), **self._beats}
+                log.warning("%d heartbeats not recorded yet: %s", len(batch), exc.reason)
             except Exception:
                 log.exception("heartbeat flush failed")
+
+    def _still_alive(
+        self, batch: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]
+    ) -> dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]:
+        """The beats of a failed flush whose stream is still connected here (a worker that
+        went away meanwhile has its own leases lapse)."""
+        return {w: beat for w, beat in batch.items() if self.hub.get(w) is beat[1]}
 
     async def _flush(self, batch: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]) -> None:
         beats = [Beat(worker_id, ids) for worker_id, (ids, _) in batch.items()]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn, TypeVar
@@ -82,6 +83,17 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # One thread per pooled connection: a unit never waits for a connection.
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="rap-db")
+        # When a unit last failed for want of the database (monotonic seconds).
+        self._unavailable_at: float | None = None
+
+    def unavailable_within(self, seconds: float) -> bool:
+        """Whether a unit of work failed for want of the database in the last ``seconds``.
+
+        Work that would punish others for the control plane's own outage (the
+        lease sweeper) waits until the outage is that far behind.
+        """
+        at = self._unavailable_at
+        return at is not None and time.monotonic() - at < seconds
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
@@ -104,6 +116,7 @@ class Database:
         except (OperationalError, InterfaceError) as exc:
             # Lost connections, refused connections, deadlocks, timeouts: all worth a retry.
             session.rollback()
+            self._unavailable_at = time.monotonic()
             log.warning("database unavailable: %s", type(exc.orig).__name__)
             raise Unavailable(
                 "the database is unavailable; retry later", reason="database_unavailable"

@@ -218,7 +218,13 @@ class SessionRepository:
         ).one_or_none()
 
     def renew_leases_of(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], ttl_seconds: int) -> None:
-        """Extend the unexpired leases of (worker id, session id) pairs, in one statement."""
+        """Extend the live leases of (worker id, session id) pairs, in one statement.
+
+        A lease that lapsed but was not released (its session not swept yet)
+        is renewed too: the worker's heartbeat is the proof of life the lease
+        stands for, and a lease that lapsed only because the control plane
+        could not write (a database outage) must not kill the session.
+        """
         if not pairs:
             return
         self._s.execute(
@@ -226,7 +232,7 @@ class SessionRepository:
                 "UPDATE session_leases l SET expires_at = now() + make_interval(secs => :ttl), "
                 "renewed_at = now() FROM unnest(CAST(:workers AS uuid[]), CAST(:sessions AS uuid[])) "
                 "AS v(worker_id, session_id) WHERE l.worker_id = v.worker_id "
-                "AND l.session_id = v.session_id AND l.released_at IS NULL AND l.expires_at > now()"
+                "AND l.session_id = v.session_id AND l.released_at IS NULL"
             ),
             {"ttl": ttl_seconds, "workers": [w for w, _ in pairs], "sessions": [s for _, s in pairs]},
         )

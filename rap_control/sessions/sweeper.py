@@ -4,6 +4,13 @@ Every replica runs one. Each pass locks a batch of lapsed sessions with
 SKIP LOCKED, so replicas share the work without doing any twice; each
 failure is audited (``session_failed``, reason ``lease_expired``) in the
 pass's transaction, and the workers are told afterwards to drop them.
+
+A lease lapses when its worker goes silent, or when the control plane
+could not record the heartbeats (the database was down). The sweeper
+cannot tell those apart from the lease row, so after this replica saw the
+database unavailable it pauses for a grace period (a lease TTL and two
+heartbeats): time for every worker still alive to heartbeat and have its
+lease renewed. Only leases still lapsed after that are failed.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ BATCH = 100
 
 
 class LeaseSweeper:
-    def __init__(self, db: Database, audit: AuditLog) -> None:
+    def __init__(self, db: Database, audit: AuditLog, outage_grace_seconds: float = 0.0) -> None:
         self._db = db
         self._lifecycle = Lifecycle(audit)
+        self._grace = outage_grace_seconds
 
     def sweep_once(self, uow: UnitOfWork) -> list[EndedSession]:
         """Fail one batch of lapsed sessions; returns them."""
@@ -52,6 +60,9 @@ class LeaseSweeper:
         """Sweep every ``interval`` seconds (jittered) until cancelled."""
         while True:
             await asyncio.sleep(interval * _JITTER.uniform(0.8, 1.2))
+            if self._db.unavailable_within(self._grace):
+                log.info("lease sweep paused: the database was unavailable within %.0f s", self._grace)
+                continue
             try:
                 while True:
                     ended = await self._db.run(self.sweep_once)

@@ -20,6 +20,7 @@ from tests.conftest import _libpq, fresh_database
 from tests.support.client import Client
 from tests.support.processes import ControlPlane, WorkerProcess, control_env, new_key_b64
 from tests.support.sshd import Sshd
+from tests.support.tcp_proxy import TcpProxy, postgres_upstream, proxied_postgres_url
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Cluster:
     admin: Client
     org_id: str
     workers: list[WorkerProcess] = field(default_factory=list)
+    # In front of PostgreSQL for the replicas, when asked for: cut it for an outage.
+    proxy: TcpProxy | None = None
 
     @property
     def a(self) -> ControlPlane:
@@ -146,10 +149,17 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(
-    postgres_url: str, directory: Path, redis_url: str | None, replicas: int = 1, **extra: str
+    postgres_url: str,
+    directory: Path,
+    redis_url: str | None,
+    replicas: int = 1,
+    database_proxy: bool = False,
+    **extra: str,
 ) -> Iterator[Cluster]:
     with fresh_database(postgres_url) as url:
-        env = control_env(url, new_key_b64(), redis_url, directory, **extra)
+        proxy = TcpProxy(postgres_upstream(url)).start() if database_proxy else None
+        replica_url = proxied_postgres_url(url, proxy.port) if proxy else url
+        env = control_env(replica_url, new_key_b64(), redis_url, directory, **extra)
         planes = [ControlPlane(name, env, directory / f"control-{name}.log") for name in "ab"[:replicas]]
         started: list[ControlPlane] = []
         workers: list[WorkerProcess] = []
@@ -170,6 +180,7 @@ def cluster(
                 Client(planes[0].channel(), issued.token.reveal()),
                 str(org.id),
                 workers,
+                proxy,
             )
             yield c
         finally:
@@ -177,6 +188,8 @@ def cluster(
                 worker.stop()
             for plane in started:
                 plane.stop()
+            if proxy is not None:
+                proxy.stop()
 
 
 def states(*names: str) -> set[int]:
