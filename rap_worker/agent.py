@@ -58,6 +58,7 @@ _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009
 PROTOCOLS = {"ssh": resource_pb2.PROTOCOL_SSH, "tcp": resource_pb2.PROTOCOL_TCP}
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
 RESOLVE_TIMEOUT = 15.0
+ATTACHMENT_TIMEOUT = 5.0
 # A token naming a key we do not know makes us fetch the keys again, this often at most.
 JWKS_REFRESH_MIN_INTERVAL = 1.0
 
@@ -127,6 +128,9 @@ class Agent:
         self.jwks: dict[str, dict[str, str]] = {}
         # How sessions that ended here ended, for the data plane's refusals; bounded.
         self._ended: OrderedDict[str, str] = OrderedDict()
+        # Reports of sessions this worker ended, kept until a Hello that carried them is
+        # answered (the control plane applies them in the same unit); bounded.
+        self._unreported: OrderedDict[str, worker_pb2.SessionStateUpdate] = OrderedDict()
         self.dataplane = DataPlane(self, refusals=RefusalCounter(interval=config.refusal_report_seconds))
         self.dataplane.channel_factories["terminal"] = Terminal.of
         self.dataplane.channel_factories["clipboard"] = Terminal.of
@@ -215,6 +219,20 @@ class Agent:
     def ended_state(self, session_id: str) -> str | None:
         return self._ended.get(session_id)
 
+    async def fetch_attachment(self, attachment_id: str) -> AttachmentInfo | None:
+        """The attachment as PostgreSQL has it (GetAttachment), for a bind whose notice has
+        not arrived; None when it is not this worker's or the control plane is not reachable."""
+        if self._channel is None:
+            return None
+        try:
+            response = await worker_pb2_grpc.WorkerServiceStub(self._channel).GetAttachment(
+                worker_pb2.GetAttachmentRequest(attachment_id=attachment_id), timeout=ATTACHMENT_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.info("attachment %s not fetched: %s", attachment_id, _rpc_reason(exc))
+            return None
+        return _attachment_info(response.attachment)
+
     async def refresh_jwks(self) -> bool:
         """Fetch the published keys again (a token named a key we do not know: a Welcome
         that raced the keys' creation, or a missed update). Rate-limited; True when the
@@ -247,6 +265,25 @@ class Agent:
             )
         )
 
+    def _end(self, session_id: str, state: session_pb2.SessionState.ValueType, reason: str) -> None:
+        """This worker ended a session: remember it, report it, and keep the report until
+        it is known to be recorded (a report sent while the control plane cannot write
+        would otherwise be lost, and a re-sync would start the session again)."""
+        self._mark_ended(
+            session_id, "terminated" if state == session_pb2.SESSION_STATE_TERMINATED else "failed"
+        )
+        update = worker_pb2.SessionStateUpdate(session_id=session_id, state=state, reason=reason)
+        log.info(
+            "session %s ended (%s: %s)",
+            session_id,
+            session_pb2.SessionState.Name(state).removeprefix("SESSION_STATE_").lower(),
+            reason,
+        )
+        self._unreported[session_id] = update
+        while len(self._unreported) > 10_000:
+            self._unreported.popitem(last=False)
+        self._send(_request(session_state_update=update))
+
     def _mark_ended(self, session_id: str, how: str) -> None:
         # The first notice of how a session ended is the one that counts.
         self._ended.setdefault(session_id, how)
@@ -267,6 +304,7 @@ class Agent:
             call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect()  # type: ignore[call-arg]
             stop = asyncio.create_task(self._stopping.wait())
             try:
+                carried = list(self._unreported.values())
                 await call.write(
                     _request(
                         hello=worker_pb2.Hello(
@@ -275,6 +313,7 @@ class Agent:
                             capacity=self.config.capacity,
                             direct_url=self._direct_url,
                             session_ids=list(self.sessions),
+                            ended_sessions=carried,
                         )
                     )
                 )
@@ -282,6 +321,10 @@ class Agent:
                 if welcome is _EOF or welcome.WhichOneof("message") != "welcome":
                     await self._raise_status(call)
                     return False
+                # Welcome: the Hello's unit committed, the ends it carried are recorded.
+                for update in carried:
+                    if self._unreported.get(update.session_id) is update:
+                        del self._unreported[update.session_id]
                 self._welcome(welcome.welcome, target)
                 tasks = [
                     asyncio.create_task(self._writer(call)),
@@ -347,7 +390,11 @@ class Agent:
         while True:
             self._send(
                 _request(
-                    heartbeat=worker_pb2.Heartbeat(session_ids=list(self.sessions), load=len(self.sessions))
+                    heartbeat=worker_pb2.Heartbeat(
+                        session_ids=list(self.sessions),
+                        load=len(self.sessions),
+                        bound_attachment_ids=self.dataplane.bound_attachment_ids(),
+                    )
                 )
             )
             await asyncio.sleep(self._heartbeat_seconds)
@@ -370,15 +417,7 @@ class Agent:
         elif kind == "signing_keys_update":
             self._keys(message.signing_keys_update.jwks)
         elif kind == "attachment_update":
-            update = message.attachment_update
-            info = AttachmentInfo(
-                update.attachment_id,
-                update.session_id,
-                update.user_id,
-                session_pb2.AttachmentState.Name(update.state).removeprefix("ATTACHMENT_STATE_").lower(),
-                [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in update.channels],
-            )
-            self._spawn(self.dataplane.attachment_update(info))
+            self._spawn(self.dataplane.attachment_update(_attachment_info(message.attachment_update)))
         elif kind == "terminate":
             terminate = message.terminate
             self._mark_ended(
@@ -403,6 +442,23 @@ class Agent:
         known = self.sessions.get(session_id)
         if known is not None:
             known.assignment = assignment  # a re-send after a reconnect: a fresh lease token
+            return
+        if session_id in self._ended:
+            # This worker ended it; its report was lost. Never start it again: report again.
+            log.warning("session %s was re-sent after it ended here; reporting its end again", session_id)
+            report = self._unreported.get(session_id)
+            if report is None:
+                how = self._ended[session_id]
+                state = (
+                    session_pb2.SESSION_STATE_TERMINATED
+                    if how == "terminated"
+                    else session_pb2.SESSION_STATE_FAILED
+                )
+                report = worker_pb2.SessionStateUpdate(
+                    session_id=session_id, state=state, reason="ended_on_worker"
+                )
+                self._unreported[session_id] = report
+            self._send(_request(session_state_update=report))
             return
         protocol = resource_pb2.Protocol.Name(assignment.protocol).removeprefix("PROTOCOL_").lower()
         if protocol not in self.config.protocols or len(self.sessions) >= self.config.capacity:
@@ -434,17 +490,21 @@ class Agent:
             if self._on_active is not None:
                 await self._on_active(session_id, running.connection)
             await self._until_closed(running.connection)
-            self._mark_ended(session_id, "terminated")
-            self._send(_state(session_id, session_pb2.SESSION_STATE_TERMINATED, "target_closed"))
+            self._end(session_id, session_pb2.SESSION_STATE_TERMINATED, "target_closed")
         except AdapterError as exc:
             log.warning("session %s failed: %s", session_id, exc.reason)
-            self._mark_ended(session_id, "failed")
-            self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, exc.reason))
+            self._end(session_id, session_pb2.SESSION_STATE_FAILED, exc.reason)
         except grpc.aio.AioRpcError as exc:
             reason = _rpc_reason(exc)
             log.warning("session %s failed: the secret was not resolved (%s)", session_id, reason)
-            self._mark_ended(session_id, "failed")
-            self._send(_state(session_id, session_pb2.SESSION_STATE_FAILED, f"resolve_{reason}"[:64]))
+            self._end(session_id, session_pb2.SESSION_STATE_FAILED, f"resolve_{reason}"[:64])
+        except Exception as exc:  # every failure reaches the control plane, not just the expected ones
+            log.exception("session %s failed unexpectedly", session_id)
+            self._end(
+                session_id,
+                session_pb2.SESSION_STATE_FAILED,
+                f"worker_error_{type(exc).__name__}"[:64].lower(),
+            )
         finally:
             if credential is not None:
                 credential.drop()
@@ -531,6 +591,16 @@ class Agent:
             "renewed the worker certificate; it expires %s",
             renewed.certificate().not_valid_after_utc.isoformat(),
         )
+
+
+def _attachment_info(update: worker_pb2.AttachmentUpdate) -> AttachmentInfo:
+    return AttachmentInfo(
+        update.attachment_id,
+        update.session_id,
+        update.user_id,
+        session_pb2.AttachmentState.Name(update.state).removeprefix("ATTACHMENT_STATE_").lower(),
+        [session_pb2.Channel.Name(c).removeprefix("CHANNEL_").lower() for c in update.channels],
+    )
 
 
 def _policy(assignment: worker_pb2.Assignment) -> dict[str, Any]:

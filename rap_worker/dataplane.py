@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ATTACHMENT_WAIT = 2.0
 # How long stop() waits for bound connections to finish their closing handshakes.
 CLOSE_WAIT = 5.0
+MAX_ATTACHMENTS = 10_000
 PATH = "/v1/connect"
 
 
@@ -74,6 +75,10 @@ class Host(Protocol):
 
     async def refresh_jwks(self) -> bool:
         """Fetch the published keys again (rate-limited); True when they were fetched."""
+        ...
+
+    async def fetch_attachment(self, attachment_id: str) -> AttachmentInfo | None:
+        """Ask the control plane for an attachment of this worker's; None if it has none."""
         ...
 
     def report_bind_rejected(self, report: Report) -> None: ...
@@ -131,7 +136,8 @@ def _bearer(request: web.Request) -> tuple[str | None, str | None]:
 @dataclass
 class DataPlane:
     host: Host
-    attachments: dict[str, AttachmentInfo] = field(default_factory=dict)
+    # What the control plane said of attachments, by id; bounded, pruned as sessions end.
+    attachments: OrderedDict[str, AttachmentInfo] = field(default_factory=OrderedDict)
     # jti -> exp, for replay refusal; bounded (tokens are short-lived).
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _bound: dict[str, Bound] = field(default_factory=dict)
@@ -180,8 +186,17 @@ class DataPlane:
 
     # -- what the control plane says --------------------------------------
 
-    async def attachment_update(self, info: AttachmentInfo) -> None:
+    def bound_attachment_ids(self) -> list[str]:
+        return list(self._bound)
+
+    def _know(self, info: AttachmentInfo) -> None:
         self.attachments[info.attachment_id] = info
+        self.attachments.move_to_end(info.attachment_id)
+        while len(self.attachments) > MAX_ATTACHMENTS:
+            self.attachments.popitem(last=False)
+
+    async def attachment_update(self, info: AttachmentInfo) -> None:
+        self._know(info)
         async with self._attachment_arrived:
             self._attachment_arrived.notify_all()
         bound = self._bound.get(info.attachment_id)
@@ -192,6 +207,9 @@ class DataPlane:
     async def session_ended(self, session_id: str) -> None:
         for bound in [b for b in self._bound.values() if b.session.session_id == session_id]:
             bound.request_close(frames.CLOSE_SESSION_ENDED, "session_ended")
+        # The session's attachments can never bind again: the session check refuses first.
+        for attachment_id in [a for a, info in self.attachments.items() if info.session_id == session_id]:
+            del self.attachments[attachment_id]
 
     # -- binding ----------------------------------------------------------
 
@@ -306,10 +324,15 @@ class DataPlane:
         return Bound(session, attachment, dict(claims), socket)
 
     async def _attachment(self, attachment_id: str) -> AttachmentInfo | None:
-        """The attachment, waiting up to ATTACHMENT_WAIT for its AttachmentUpdate."""
+        """The attachment: known from a notice, else read from the control plane (its
+        notice is late or was lost), else the notice waited for a short while."""
         known = self.attachments.get(attachment_id)
         if known is not None:
             return known
+        fetched = await self.host.fetch_attachment(attachment_id)
+        if fetched is not None:
+            self._know(fetched)
+            return self.attachments[attachment_id]
         deadline = time.monotonic() + ATTACHMENT_WAIT
         async with self._attachment_arrived:
             while attachment_id not in self.attachments:

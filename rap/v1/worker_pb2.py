@@ -31,51 +31,55 @@ from rap.v1 import resource_pb2 as rap_dot_v1_dot_resource__pb2
 from rap.v1 import session_pb2 as rap_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13rap/v1/worker.proto\x12\x06rap.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15rap/v1/identity.proto\x1a\x10rap/v1/jwk.proto\x1a\x15rap/v1/resource.proto\x1a\x14rap/v1/session.proto\"\x19\n\x17GetDataPlaneKeysRequest\"?\n\x18GetDataPlaneKeysResponse\x12#\n\x04jwks\x18\x01 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet\"c\n\rEnrollRequest\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x64irect_host_names\x18\x04 \x03(\t\"\xa8\x01\n\x0e\x45nrollResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\t\x12\x15\n\rca_bundle_pem\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04role\x18\x05 \x01(\x0e\x32\x14.rap.v1.IdentityRole\"*\n\x17RenewCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"{\n\x18RenewCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x15\n\rca_bundle_pem\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\x0e\x43onnectRequest\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.rap.v1.HelloH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.rap.v1.HeartbeatH\x00\x12/\n\x0e\x61ssignment_ack\x18\x03 \x01(\x0b\x32\x15.rap.v1.AssignmentAckH\x00\x12:\n\x14session_state_update\x18\x04 \x01(\x0b\x32\x1a.rap.v1.SessionStateUpdateH\x00\x12-\n\rbind_rejected\x18\x05 \x01(\x0b\x32\x14.rap.v1.BindRejectedH\x00\x42\t\n\x07message\"\x83\x02\n\x0f\x43onnectResponse\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.rap.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.rap.v1.AssignmentH\x00\x12\x35\n\x11\x61ttachment_update\x18\x03 \x01(\x0b\x32\x18.rap.v1.AttachmentUpdateH\x00\x12&\n\tterminate\x18\x04 \x01(\x0b\x32\x11.rap.v1.TerminateH\x00\x12\x38\n\x13signing_keys_update\x18\x05 \x01(\x0b\x32\x19.rap.v1.SigningKeysUpdateH\x00\x42\t\n\x07message\"x\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\t\x12#\n\tprotocols\x18\x02 \x03(\x0e\x32\x10.rap.v1.Protocol\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x12\n\ndirect_url\x18\x04 \x01(\t\x12\x13\n\x0bsession_ids\x18\x05 \x03(\t\".\n\tHeartbeat\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x0c\n\x04load\x18\x02 \x01(\x05\"E\n\rAssignmentAck\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x12SessionStateUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rap.v1.SessionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x8e\x01\n\x0c\x42indRejected\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\x12\x0b\n\x03jti\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x16\n\x0esource_address\x18\x06 \x01(\t\x12\r\n\x05\x63ount\x18\x07 \x01(\x05\"\xd0\x01\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x04jwks\x18\x02 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x0b\x65nvironment\x18\x05 \x01(\x0e\x32\x13.rap.v1.Environment\"\x9a\x03\n\nAssignment\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\"\n\x08protocol\x18\x04 \x01(\x0e\x32\x10.rap.v1.Protocol\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x12\n\nsecret_ref\x18\x06 \x01(\t\x12\x13\n\x0blease_token\x18\x07 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x11resource_metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x08\x63hannels\x18\n \x03(\x0e\x32\x0f.rap.v1.Channel\x12(\n\x0b\x65nvironment\x18\x0b \x01(\x0e\x32\x13.rap.v1.Environment\x12\x34\n\x13organization_policy\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\"\x99\x01\n\x10\x41ttachmentUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.rap.v1.AttachmentState\x12!\n\x08\x63hannels\x18\x05 \x03(\x0e\x32\x0f.rap.v1.Channel\"/\n\tTerminate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x11SigningKeysUpdate\x12#\n\x04jwks\x18\x01 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet*c\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NVIRONMENT_DEVELOPMENT\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02\x32\xb6\x02\n\rWorkerService\x12\x37\n\x06\x45nroll\x12\x15.rap.v1.EnrollRequest\x1a\x16.rap.v1.EnrollResponse\x12U\n\x10RenewCertificate\x12\x1f.rap.v1.RenewCertificateRequest\x1a .rap.v1.RenewCertificateResponse\x12>\n\x07\x43onnect\x12\x16.rap.v1.ConnectRequest\x1a\x17.rap.v1.ConnectResponse(\x01\x30\x01\x12U\n\x10GetDataPlaneKeys\x12\x1f.rap.v1.GetDataPlaneKeysRequest\x1a .rap.v1.GetDataPlaneKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13rap/v1/worker.proto\x12\x06rap.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15rap/v1/identity.proto\x1a\x10rap/v1/jwk.proto\x1a\x15rap/v1/resource.proto\x1a\x14rap/v1/session.proto\"-\n\x14GetAttachmentRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\t\"E\n\x15GetAttachmentResponse\x12,\n\nattachment\x18\x01 \x01(\x0b\x32\x18.rap.v1.AttachmentUpdate\"\x19\n\x17GetDataPlaneKeysRequest\"?\n\x18GetDataPlaneKeysResponse\x12#\n\x04jwks\x18\x01 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet\"c\n\rEnrollRequest\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x64irect_host_names\x18\x04 \x03(\t\"\xa8\x01\n\x0e\x45nrollResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\t\x12\x15\n\rca_bundle_pem\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04role\x18\x05 \x01(\x0e\x32\x14.rap.v1.IdentityRole\"*\n\x17RenewCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"{\n\x18RenewCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x15\n\rca_bundle_pem\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\x0e\x43onnectRequest\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.rap.v1.HelloH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.rap.v1.HeartbeatH\x00\x12/\n\x0e\x61ssignment_ack\x18\x03 \x01(\x0b\x32\x15.rap.v1.AssignmentAckH\x00\x12:\n\x14session_state_update\x18\x04 \x01(\x0b\x32\x1a.rap.v1.SessionStateUpdateH\x00\x12-\n\rbind_rejected\x18\x05 \x01(\x0b\x32\x14.rap.v1.BindRejectedH\x00\x42\t\n\x07message\"\x83\x02\n\x0f\x43onnectResponse\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.rap.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.rap.v1.AssignmentH\x00\x12\x35\n\x11\x61ttachment_update\x18\x03 \x01(\x0b\x32\x18.rap.v1.AttachmentUpdateH\x00\x12&\n\tterminate\x18\x04 \x01(\x0b\x32\x11.rap.v1.TerminateH\x00\x12\x38\n\x13signing_keys_update\x18\x05 \x01(\x0b\x32\x19.rap.v1.SigningKeysUpdateH\x00\x42\t\n\x07message\"\xac\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\t\x12#\n\tprotocols\x18\x02 \x03(\x0e\x32\x10.rap.v1.Protocol\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x12\n\ndirect_url\x18\x04 \x01(\t\x12\x13\n\x0bsession_ids\x18\x05 \x03(\t\x12\x32\n\x0e\x65nded_sessions\x18\x06 \x03(\x0b\x32\x1a.rap.v1.SessionStateUpdate\"L\n\tHeartbeat\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x0c\n\x04load\x18\x02 \x01(\x05\x12\x1c\n\x14\x62ound_attachment_ids\x18\x03 \x03(\t\"E\n\rAssignmentAck\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x12SessionStateUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rap.v1.SessionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x8e\x01\n\x0c\x42indRejected\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\x12\x0b\n\x03jti\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x16\n\x0esource_address\x18\x06 \x01(\t\x12\r\n\x05\x63ount\x18\x07 \x01(\x05\"\xd0\x01\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x04jwks\x18\x02 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x0b\x65nvironment\x18\x05 \x01(\x0e\x32\x13.rap.v1.Environment\"\x9a\x03\n\nAssignment\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\"\n\x08protocol\x18\x04 \x01(\x0e\x32\x10.rap.v1.Protocol\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x12\n\nsecret_ref\x18\x06 \x01(\t\x12\x13\n\x0blease_token\x18\x07 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x11resource_metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x08\x63hannels\x18\n \x03(\x0e\x32\x0f.rap.v1.Channel\x12(\n\x0b\x65nvironment\x18\x0b \x01(\x0e\x32\x13.rap.v1.Environment\x12\x34\n\x13organization_policy\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\"\x99\x01\n\x10\x41ttachmentUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.rap.v1.AttachmentState\x12!\n\x08\x63hannels\x18\x05 \x03(\x0e\x32\x0f.rap.v1.Channel\"/\n\tTerminate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x11SigningKeysUpdate\x12#\n\x04jwks\x18\x01 \x01(\x0b\x32\x15.rap.v1.JsonWebKeySet*c\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NVIRONMENT_DEVELOPMENT\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02\x32\x84\x03\n\rWorkerService\x12\x37\n\x06\x45nroll\x12\x15.rap.v1.EnrollRequest\x1a\x16.rap.v1.EnrollResponse\x12U\n\x10RenewCertificate\x12\x1f.rap.v1.RenewCertificateRequest\x1a .rap.v1.RenewCertificateResponse\x12>\n\x07\x43onnect\x12\x16.rap.v1.ConnectRequest\x1a\x17.rap.v1.ConnectResponse(\x01\x30\x01\x12U\n\x10GetDataPlaneKeys\x12\x1f.rap.v1.GetDataPlaneKeysRequest\x1a .rap.v1.GetDataPlaneKeysResponse\x12L\n\rGetAttachment\x12\x1c.rap.v1.GetAttachmentRequest\x1a\x1d.rap.v1.GetAttachmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rap.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENVIRONMENT']._serialized_start=2633
-  _globals['_ENVIRONMENT']._serialized_end=2732
-  _globals['_GETDATAPLANEKEYSREQUEST']._serialized_start=212
-  _globals['_GETDATAPLANEKEYSREQUEST']._serialized_end=237
-  _globals['_GETDATAPLANEKEYSRESPONSE']._serialized_start=239
-  _globals['_GETDATAPLANEKEYSRESPONSE']._serialized_end=302
-  _globals['_ENROLLREQUEST']._serialized_start=304
-  _globals['_ENROLLREQUEST']._serialized_end=403
-  _globals['_ENROLLRESPONSE']._serialized_start=406
-  _globals['_ENROLLRESPONSE']._serialized_end=574
-  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=576
-  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=618
-  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=620
-  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=743
-  _globals['_CONNECTREQUEST']._serialized_start=746
-  _globals['_CONNECTREQUEST']._serialized_end=1001
-  _globals['_CONNECTRESPONSE']._serialized_start=1004
-  _globals['_CONNECTRESPONSE']._serialized_end=1263
-  _globals['_HELLO']._serialized_start=1265
-  _globals['_HELLO']._serialized_end=1385
-  _globals['_HEARTBEAT']._serialized_start=1387
-  _globals['_HEARTBEAT']._serialized_end=1433
-  _globals['_ASSIGNMENTACK']._serialized_start=1435
-  _globals['_ASSIGNMENTACK']._serialized_end=1504
-  _globals['_SESSIONSTATEUPDATE']._serialized_start=1506
-  _globals['_SESSIONSTATEUPDATE']._serialized_end=1599
-  _globals['_BINDREJECTED']._serialized_start=1602
-  _globals['_BINDREJECTED']._serialized_end=1744
-  _globals['_WELCOME']._serialized_start=1747
-  _globals['_WELCOME']._serialized_end=1955
-  _globals['_ASSIGNMENT']._serialized_start=1958
-  _globals['_ASSIGNMENT']._serialized_end=2368
-  _globals['_ATTACHMENTUPDATE']._serialized_start=2371
-  _globals['_ATTACHMENTUPDATE']._serialized_end=2524
-  _globals['_TERMINATE']._serialized_start=2526
-  _globals['_TERMINATE']._serialized_end=2573
-  _globals['_SIGNINGKEYSUPDATE']._serialized_start=2575
-  _globals['_SIGNINGKEYSUPDATE']._serialized_end=2631
-  _globals['_WORKERSERVICE']._serialized_start=2735
-  _globals['_WORKERSERVICE']._serialized_end=3045
+  _globals['_ENVIRONMENT']._serialized_start=2834
+  _globals['_ENVIRONMENT']._serialized_end=2933
+  _globals['_GETATTACHMENTREQUEST']._serialized_start=212
+  _globals['_GETATTACHMENTREQUEST']._serialized_end=257
+  _globals['_GETATTACHMENTRESPONSE']._serialized_start=259
+  _globals['_GETATTACHMENTRESPONSE']._serialized_end=328
+  _globals['_GETDATAPLANEKEYSREQUEST']._serialized_start=330
+  _globals['_GETDATAPLANEKEYSREQUEST']._serialized_end=355
+  _globals['_GETDATAPLANEKEYSRESPONSE']._serialized_start=357
+  _globals['_GETDATAPLANEKEYSRESPONSE']._serialized_end=420
+  _globals['_ENROLLREQUEST']._serialized_start=422
+  _globals['_ENROLLREQUEST']._serialized_end=521
+  _globals['_ENROLLRESPONSE']._serialized_start=524
+  _globals['_ENROLLRESPONSE']._serialized_end=692
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=694
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=736
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=738
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=861
+  _globals['_CONNECTREQUEST']._serialized_start=864
+  _globals['_CONNECTREQUEST']._serialized_end=1119
+  _globals['_CONNECTRESPONSE']._serialized_start=1122
+  _globals['_CONNECTRESPONSE']._serialized_end=1381
+  _globals['_HELLO']._serialized_start=1384
+  _globals['_HELLO']._serialized_end=1556
+  _globals['_HEARTBEAT']._serialized_start=1558
+  _globals['_HEARTBEAT']._serialized_end=1634
+  _globals['_ASSIGNMENTACK']._serialized_start=1636
+  _globals['_ASSIGNMENTACK']._serialized_end=1705
+  _globals['_SESSIONSTATEUPDATE']._serialized_start=1707
+  _globals['_SESSIONSTATEUPDATE']._serialized_end=1800
+  _globals['_BINDREJECTED']._serialized_start=1803
+  _globals['_BINDREJECTED']._serialized_end=1945
+  _globals['_WELCOME']._serialized_start=1948
+  _globals['_WELCOME']._serialized_end=2156
+  _globals['_ASSIGNMENT']._serialized_start=2159
+  _globals['_ASSIGNMENT']._serialized_end=2569
+  _globals['_ATTACHMENTUPDATE']._serialized_start=2572
+  _globals['_ATTACHMENTUPDATE']._serialized_end=2725
+  _globals['_TERMINATE']._serialized_start=2727
+  _globals['_TERMINATE']._serialized_end=2774
+  _globals['_SIGNINGKEYSUPDATE']._serialized_start=2776
+  _globals['_SIGNINGKEYSUPDATE']._serialized_end=2832
+  _globals['_WORKERSERVICE']._serialized_start=2936
+  _globals['_WORKERSERVICE']._serialized_end=3324
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,45 @@ ENVIRONMENT_PRODUCTION: Environment.ValueType  # 2
 Global___Environment: _TypeAlias = Environment  # noqa: Y015
 
 @_typing.final
+class GetAttachmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    attachment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        attachment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAttachmentRequest: _TypeAlias = GetAttachmentRequest  # noqa: Y015
+
+@_typing.final
+class GetAttachmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def attachment(self) -> Global___AttachmentUpdate: ...
+    def __init__(
+        self,
+        *,
+        attachment: Global___AttachmentUpdate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAttachmentResponse: _TypeAlias = GetAttachmentResponse  # noqa: Y015
+
+@_typing.final
 class GetDataPlaneKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -281,6 +320,7 @@ class Hello(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     DIRECT_URL_FIELD_NUMBER: _builtins.int
     SESSION_IDS_FIELD_NUMBER: _builtins.int
+    ENDED_SESSIONS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     capacity: _builtins.int
     """Sessions the worker can run at once."""
@@ -292,6 +332,13 @@ class Hello(_message.Message):
     def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sessions the worker still runs, after a reconnect."""
 
+    @_builtins.property
+    def ended_sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionStateUpdate]:
+        """Sessions the worker ended (terminated or failed) whose report may not have
+        been recorded: applied before the live sessions are re-sent, so that a
+        session the worker ended is never started again by a re-sync.
+        """
+
     def __init__(
         self,
         *,
@@ -300,10 +347,11 @@ class Hello(_message.Message):
         capacity: _builtins.int = ...,
         direct_url: _builtins.str = ...,
         session_ids: _abc.Iterable[_builtins.str] | None = ...,
+        ended_sessions: _abc.Iterable[Global___SessionStateUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "direct_url", b"direct_url", "protocols", b"protocols", "session_ids", b"session_ids", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "direct_url", b"direct_url", "ended_sessions", b"ended_sessions", "protocols", b"protocols", "session_ids", b"session_ids", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -315,18 +363,27 @@ class Heartbeat(_message.Message):
 
     SESSION_IDS_FIELD_NUMBER: _builtins.int
     LOAD_FIELD_NUMBER: _builtins.int
+    BOUND_ATTACHMENT_IDS_FIELD_NUMBER: _builtins.int
     load: _builtins.int
     @_builtins.property
     def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def bound_attachment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Attachments with a bound client connection now; the control plane answers
+        with an AttachmentUpdate for any that is no longer active (a detach or
+        takeover notice the bus lost).
+        """
+
     def __init__(
         self,
         *,
         session_ids: _abc.Iterable[_builtins.str] | None = ...,
         load: _builtins.int = ...,
+        bound_attachment_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "session_ids", b"session_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bound_attachment_ids", b"bound_attachment_ids", "load", b"load", "session_ids", b"session_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,11 @@ class WorkerServiceStub:
                 request_serializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.SerializeToString,
                 response_deserializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.FromString,
                 _registered_method=True)
+        self.GetAttachment = channel.unary_unary(
+                '/rap.v1.WorkerService/GetAttachment',
+                request_serializer=rap_dot_v1_dot_worker__pb2.GetAttachmentRequest.SerializeToString,
+                response_deserializer=rap_dot_v1_dot_worker__pb2.GetAttachmentResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -95,6 +100,15 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAttachment(self, request, context):
+        """Workers only: an attachment of one of the worker's own sessions, read from
+        PostgreSQL. A worker asks when a client binds with a verified token whose
+        attachment it has not heard of (its notice is late, or was lost).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +131,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.GetDataPlaneKeys,
                     request_deserializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.FromString,
                     response_serializer=rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.SerializeToString,
+            ),
+            'GetAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAttachment,
+                    request_deserializer=rap_dot_v1_dot_worker__pb2.GetAttachmentRequest.FromString,
+                    response_serializer=rap_dot_v1_dot_worker__pb2.GetAttachmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +250,33 @@ class WorkerService:
             '/rap.v1.WorkerService/GetDataPlaneKeys',
             rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysRequest.SerializeToString,
             rap_dot_v1_dot_worker__pb2.GetDataPlaneKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rap.v1.WorkerService/GetAttachment',
+            rap_dot_v1_dot_worker__pb2.GetAttachmentRequest.SerializeToString,
+            rap_dot_v1_dot_worker__pb2.GetAttachmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class WorkerServiceStub:
     """Workers only: the assignment stream."""
     GetDataPlaneKeys: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetDataPlaneKeysRequest, _worker_pb2.GetDataPlaneKeysResponse]
     """Workers and gateways: the published public keys of data-plane tokens."""
+    GetAttachment: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetAttachmentRequest, _worker_pb2.GetAttachmentResponse]
+    """Workers only: an attachment of one of the worker's own sessions, read from
+    PostgreSQL. A worker asks when a client binds with a verified token whose
+    attachment it has not heard of (its notice is late, or was lost).
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -63,6 +68,11 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Workers only: the assignment stream."""
     GetDataPlaneKeys: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetDataPlaneKeysRequest, _worker_pb2.GetDataPlaneKeysResponse]  # type: ignore[assignment]
     """Workers and gateways: the published public keys of data-plane tokens."""
+    GetAttachment: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetAttachmentRequest, _worker_pb2.GetAttachmentResponse]  # type: ignore[assignment]
+    """Workers only: an attachment of one of the worker's own sessions, read from
+    PostgreSQL. A worker asks when a client binds with a verified token whose
+    attachment it has not heard of (its notice is late, or was lost).
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The platform side of the control plane, for workers and gateways. Enroll
@@ -102,5 +112,16 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.GetDataPlaneKeysResponse, _abc.Awaitable[_worker_pb2.GetDataPlaneKeysResponse]]:
         """Workers and gateways: the published public keys of data-plane tokens."""
+
+    @_abc_1.abstractmethod
+    def GetAttachment(
+        self,
+        request: _worker_pb2.GetAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.GetAttachmentResponse, _abc.Awaitable[_worker_pb2.GetAttachmentResponse]]:
+        """Workers only: an attachment of one of the worker's own sessions, read from
+        PostgreSQL. A worker asks when a client binds with a verified token whose
+        attachment it has not heard of (its notice is late, or was lost).
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

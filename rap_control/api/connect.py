@@ -29,7 +29,7 @@ from rap_control.resources.types import Protocol
 from rap_control.sessions.attachments import Attachments
 from rap_control.sessions.lifecycle import SessionTiming
 from rap_control.sessions.streams import WorkerSessions
-from rap_control.sessions.types import Assignment, Beat, WorkerHello
+from rap_control.sessions.types import Assignment, Beat, SessionState, WorkerHello
 from rap_control.tokens.keyring import SigningKeyRing
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class StreamHub:
         return len(self._streams)
 
 
+_Beat = tuple[list[uuid.UUID], list[uuid.UUID], "WorkerStream"]
+
+
 def _terminate(session_id: uuid.UUID, reason: str) -> worker_pb2.ConnectResponse:
     """A Terminate; the reason is "terminated" for a terminated session, anything else
     (failed, lease_expired, unknown) for one that failed."""
@@ -96,13 +99,13 @@ def _terminate(session_id: uuid.UUID, reason: str) -> worker_pb2.ConnectResponse
 
 def _ids(values: Any, field: str) -> list[uuid.UUID]:
     if len(values) > MAX_SESSION_IDS:
-        raise InvalidArgument(f"{field} lists more than {MAX_SESSION_IDS} sessions", reason="too_many")
+        raise InvalidArgument(f"{field} lists more than {MAX_SESSION_IDS} ids", reason="too_many")
     out = []
     for value in values:
         try:
             out.append(uuid.UUID(value))
         except ValueError:
-            raise InvalidArgument(f"{field} holds a malformed session id", reason="bad_id") from None
+            raise InvalidArgument(f"{field} holds a malformed id", reason="bad_id") from None
     return out
 
 
@@ -126,7 +129,8 @@ class WorkerStreams:
         self._timing = timing
         self._production = production
         self.hub = StreamHub()
-        self._beats: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]] = {}
+        # worker id -> (the sessions it runs, its bound attachments, its stream)
+        self._beats: dict[uuid.UUID, tuple[list[uuid.UUID], list[uuid.UUID], WorkerStream]] = {}
         self._flush_interval = min(1.0, timing.heartbeat_seconds / 4)
 
     async def run_heartbeats(self) -> None:
@@ -146,24 +150,25 @@ class WorkerStreams:
             except Exception:
                 log.exception("heartbeat flush failed")
 
-    def _still_alive(
-        self, batch: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]
-    ) -> dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]:
+    def _still_alive(self, batch: dict[uuid.UUID, _Beat]) -> dict[uuid.UUID, _Beat]:
         """The beats of a failed flush whose stream is still connected here (a worker that
         went away meanwhile has its own leases lapse)."""
-        return {w: beat for w, beat in batch.items() if self.hub.get(w) is beat[1]}
+        return {w: beat for w, beat in batch.items() if self.hub.get(w) is beat[2]}
 
-    async def _flush(self, batch: dict[uuid.UUID, tuple[list[uuid.UUID], WorkerStream]]) -> None:
-        beats = [Beat(worker_id, ids) for worker_id, (ids, _) in batch.items()]
+    async def _flush(self, batch: dict[uuid.UUID, _Beat]) -> None:
+        beats = [Beat(worker_id, ids, bound) for worker_id, (ids, bound, _) in batch.items()]
         result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats))
         for worker_id in result.revoked:
-            batch[worker_id][1].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
+            batch[worker_id][2].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
         for worker_id, ended in result.ended.items():
             for session_id, how in ended:
-                batch[worker_id][1].send(_terminate(session_id, how))
+                batch[worker_id][2].send(_terminate(session_id, how))
         for worker_id, session_ids in result.undelivered.items():
             for session_id in session_ids:
                 await self._deliver(worker_id, session_id)
+        for worker_id, attachments in result.ended_attachments.items():
+            for attachment in attachments:
+                batch[worker_id][2].send(session_convert.attachment_update(attachment))
         alive = [w for w in batch if w not in result.revoked]
         try:
             await self._coordination.claim_workers(alive)
@@ -251,6 +256,8 @@ class WorkerStreams:
                 yield self._assignment(assignment)
             for session_id, how in sync.ended:
                 yield _terminate(session_id, how)
+            for attachment in sync.attachments:
+                yield session_convert.attachment_update(attachment)
             while True:
                 item = await stream.next()
                 if item is None:
@@ -282,7 +289,11 @@ class WorkerStreams:
         if kind == "heartbeat":
             # Batched: a replica with thousands of idle workers spends a few
             # statements per flush on their heartbeats, not a transaction each.
-            self._beats[worker_id] = (_ids(message.heartbeat.session_ids, "heartbeat.session_ids"), stream)
+            self._beats[worker_id] = (
+                _ids(message.heartbeat.session_ids, "heartbeat.session_ids"),
+                _ids(message.heartbeat.bound_attachment_ids, "heartbeat.bound_attachment_ids"),
+                stream,
+            )
         elif kind == "assignment_ack":
             ack = message.assignment_ack
             session_id = _ids([ack.session_id], "assignment_ack.session_id")[0]
@@ -329,12 +340,22 @@ class WorkerStreams:
             protocols.append(Protocol(parsed))
         if hello.capacity < 0:
             raise InvalidArgument("hello.capacity must not be negative", reason="bad_capacity")
+        ended: list[tuple[uuid.UUID, SessionState, str]] = []
+        for update in hello.ended_sessions[:MAX_SESSION_IDS]:
+            session_id = _ids([update.session_id], "hello.ended_sessions.session_id")[0]
+            state = session_convert.state(update.state, "hello.ended_sessions.state", required=True)
+            if state not in (SessionState.TERMINATED, SessionState.FAILED):
+                raise InvalidArgument(
+                    "hello.ended_sessions holds only terminated or failed sessions", reason="bad_state"
+                )
+            ended.append((session_id, state, update.reason))
         return WorkerHello(
             version=hello.version[:64],
             protocols=protocols,
             capacity=hello.capacity,
             direct_url=hello.direct_url[:300],
             session_ids=_ids(hello.session_ids, "hello.session_ids"),
+            ended=ended,
         )
 
     def _assignment(self, assignment: Assignment) -> worker_pb2.ConnectResponse:

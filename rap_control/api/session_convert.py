@@ -9,8 +9,7 @@ from rap_common.errors import InvalidArgument
 from rap_control.api import convert
 from rap_control.policy.candidates import Candidate
 from rap_control.secrets.types import Credential, RdpCredential, SshCredential, VncCredential
-from rap_control.sessions.attachments import Attachment
-from rap_control.sessions.types import Assignment, Channel, Session, SessionState
+from rap_control.sessions.types import Assignment, Attachment, Channel, Session, SessionState
 
 _STATES: dict[int, SessionState] = {
     session_pb2.SESSION_STATE_REQUESTED: SessionState.REQUESTED,

@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import worker_pb2, worker_pb2_grpc
-from rap_common.identity import ROLE_TO_PROTO
+from rap_common.errors import NotFound
+from rap_common.identity import ROLE_TO_PROTO, ROLE_WORKER
 from rap_control.api import convert, session_convert
 from rap_control.api.connect import WorkerStreams
 from rap_control.api.context import current_peer_certificate, current_request_id
 from rap_control.db.engine import Database, UnitOfWork
+from rap_control.ids import require_id
+from rap_control.sessions import attachments
+from rap_control.sessions.types import Attachment
 from rap_control.tokens.keyring import SigningKeyRing
 from rap_control.workers.service import WorkerEnrollment
 
@@ -73,3 +77,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
         jwks = await self._db.run(keys)
         return worker_pb2.GetDataPlaneKeysResponse(jwks=session_convert.jwks_to_proto(jwks))
+
+    async def GetAttachment(self, request: Any, context: Any) -> worker_pb2.GetAttachmentResponse:
+        """On the worker port, for workers only: an attachment of one of its own sessions."""
+        peer, request_id = current_peer_certificate(), current_request_id()
+        attachment_id = require_id(request.attachment_id, "attachment_id")
+
+        def read(uow: UnitOfWork) -> Attachment:
+            worker, _ = self._enrollment.identify_audited(uow, peer, ROLE_WORKER, "GetAttachment", request_id)
+            found = attachments.for_worker(uow, worker.id, attachment_id)
+            if found is None:
+                raise NotFound(
+                    f"attachment {attachment_id} is not one of this worker's", reason="attachment_not_found"
+                )
+            return found
+
+        found = await self._db.run(read)
+        return worker_pb2.GetAttachmentResponse(
+            attachment=session_convert.attachment_update(found).attachment_update
+        )

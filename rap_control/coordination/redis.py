@@ -37,6 +37,10 @@ INBOX_TTL_SECONDS = 300
 _POP_TIMEOUT = 1.0
 
 
+# Coordination events one replica handles at once.
+CONCURRENT_EVENTS = 64
+
+
 def _unavailable(exc: Exception) -> Unavailable:
     return Unavailable(
         "the coordination bus (Redis) is unavailable; retry shortly", reason="coordination_unavailable"
@@ -59,6 +63,8 @@ class RedisCoordination:
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=_POP_TIMEOUT + 2)
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
+        self._slots = asyncio.Semaphore(CONCURRENT_EVENTS)
+        self._handling: set[asyncio.Task[None]] = set()
 
     def _route(self, worker_id: uuid.UUID) -> str:
         return f"{self._prefix}:route:{worker_id}"
@@ -79,6 +85,10 @@ class RedisCoordination:
             self._consumer.cancel()
             await asyncio.wait([self._consumer], timeout=5)
             self._consumer = None
+        for task in list(self._handling):
+            task.cancel()
+        if self._handling:
+            await asyncio.wait(list(self._handling), timeout=5)
         await self._redis.aclose()
 
     async def claim_worker(self, worker_id: uuid.UUID) -> None:
@@ -154,9 +164,22 @@ class RedisCoordination:
             except InternalError:
                 log.error("dropped a malformed coordination message on %s", inbox)
                 continue
-            try:
-                await handler(event)
-            except Exception:
-                log.exception(
-                    "coordination handler failed for %s of worker %s", event.kind.value, event.worker_id
-                )
+            # Handled concurrently, a bounded number at once: under load a backlog of
+            # notices drained one at a time made binds wait for their attachment.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(handler, event))
+            self._handling.add(task)
+            task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._handling.discard(task)
+        self._slots.release()
+
+    @staticmethod
+    async def _handle(handler: Handler, event: WorkerEvent) -> None:
+        try:
+            await handler(event)
+        except Exception:
+            log.exception(
+                "coordination handler failed for %s of worker %s", event.kind.value, event.worker_id
+            )

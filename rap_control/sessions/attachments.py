@@ -23,19 +23,8 @@ from rap_control.db import models as m
 from rap_control.db.engine import UnitOfWork
 from rap_control.principal import CallContext
 from rap_control.sessions.repository import SessionRepository
-from rap_control.sessions.types import Channel, Session, SessionState
+from rap_control.sessions.types import Attachment, Channel, Session, SessionState
 from rap_control.tokens.keyring import SigningKeyRing
-
-
-@dataclass(frozen=True)
-class Attachment:
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    session_id: uuid.UUID
-    user_id: uuid.UUID
-    state: str
-    channels: list[Channel]
-    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -185,3 +174,33 @@ class Attachments:
     def get(uow: UnitOfWork, attachment_id: uuid.UUID) -> Attachment | None:
         row = uow.session.get(m.Attachment, attachment_id)
         return _attachment(row) if row is not None else None
+
+
+def for_worker(uow: UnitOfWork, worker_id: uuid.UUID, attachment_id: uuid.UUID) -> Attachment | None:
+    """An attachment of a session assigned to ``worker_id``; None for any other."""
+    row = uow.session.scalars(
+        select(m.Attachment)
+        .join(m.Session, m.Session.id == m.Attachment.session_id)
+        .where(m.Attachment.id == attachment_id, m.Session.worker_id == worker_id)
+    ).one_or_none()
+    return _attachment(row) if row is not None else None
+
+
+def of_live_sessions(uow: UnitOfWork, session_ids: list[uuid.UUID]) -> list[Attachment]:
+    """Every attachment of these sessions, oldest first (for a reconnected worker)."""
+    if not session_ids:
+        return []
+    rows = uow.session.scalars(
+        select(m.Attachment).where(m.Attachment.session_id.in_(session_ids)).order_by(m.Attachment.created_at)
+    )
+    return [_attachment(r) for r in rows]
+
+
+def ended_among(uow: UnitOfWork, attachment_ids: list[uuid.UUID]) -> list[Attachment]:
+    """Those of ``attachment_ids`` that are no longer active (detached or superseded)."""
+    if not attachment_ids:
+        return []
+    rows = uow.session.scalars(
+        select(m.Attachment).where(m.Attachment.id.in_(attachment_ids), m.Attachment.state != "active")
+    )
+    return [_attachment(r) for r in rows]

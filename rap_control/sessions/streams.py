@@ -17,11 +17,13 @@ from rap_control.db.engine import UnitOfWork
 from rap_control.identity.repository import IdentityRepository
 from rap_control.principal import Actor
 from rap_control.resources.repository import ResourceRepository
+from rap_control.sessions.attachments import ended_among, of_live_sessions
 from rap_control.sessions.leases import LeaseClaims, LeaseTokens
 from rap_control.sessions.lifecycle import Lifecycle, SessionTiming, reason_code
 from rap_control.sessions.repository import SessionRepository
 from rap_control.sessions.types import (
     Assignment,
+    Attachment,
     Beat,
     BeatsResult,
     Session,
@@ -62,6 +64,10 @@ class WorkerSessions:
         worker, _ = self._enrollment.identify_audited(
             uow, peer_certificate_pem, ROLE_WORKER, "Connect", request_id
         )
+        # What the worker ended while its reports could not be recorded, first: a session
+        # it ended must not be re-sent to it below.
+        for session_id, state, reason in hello.ended:
+            self.update_state(uow, worker.id, worker.organization_id, session_id, state, reason, request_id)
         capacity = max(0, min(hello.capacity, MAX_CAPACITY))
         WorkerRepository(uow.session).record_hello(
             worker.id, [p.value for p in hello.protocols], capacity, hello.direct_url or None
@@ -80,7 +86,8 @@ class WorkerSessions:
         live_ids = {s.id for s in live}
         over = [sid for sid in hello.session_ids if sid not in live_ids]
         ended = list(repo.end_states(over).items())
-        return StreamSync(worker.id, worker.organization_id, assignments, ended)
+        attachments = of_live_sessions(uow, [s.id for s in live])
+        return StreamSync(worker.id, worker.organization_id, assignments, ended, attachments)
 
     def heartbeats(self, uow: UnitOfWork, beats: list[Beat]) -> BeatsResult:
         """A batch of heartbeats, in a few statements whatever its size: mark the
@@ -100,7 +107,12 @@ class WorkerSessions:
         undelivered: dict[uuid.UUID, list[uuid.UUID]] = {}
         for worker_id, session_id in repo.undelivered_of(list(alive), UNDELIVERED_AFTER_SECONDS):
             undelivered.setdefault(worker_id, []).append(session_id)
-        return BeatsResult(set(workers) - alive, ended, undelivered)
+        # Bound attachments that were detached or superseded: their notice was lost.
+        owner = {a: b.worker_id for b in beats if b.worker_id in alive for a in b.bound_attachment_ids}
+        stale: dict[uuid.UUID, list[Attachment]] = {}
+        for attachment in ended_among(uow, list(owner)):
+            stale.setdefault(owner[attachment.id], []).append(attachment)
+        return BeatsResult(set(workers) - alive, ended, undelivered, stale)
 
     def deliver(self, uow: UnitOfWork, worker_id: uuid.UUID, session_id: uuid.UUID) -> Assignment | None:
         """Mark a requested session assigned and build its Assignment; None when it

@@ -83,6 +83,19 @@ class WorkerHello:
     capacity: int
     direct_url: str
     session_ids: list[uuid.UUID]
+    # Sessions the worker ended and may not have reported: (id, terminated|failed, reason).
+    ended: list[tuple[uuid.UUID, SessionState, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    state: str
+    channels: list[Channel]
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,9 @@ class StreamSync:
     assignments: list[Assignment]
     # (session id, how it ended: "terminated", "failed" or "unknown")
     ended: list[tuple[uuid.UUID, str]]
+    # Every attachment of its live sessions: a notice lost while it was away is
+    # recovered from PostgreSQL.
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class Beat:
 
     worker_id: uuid.UUID
     session_ids: list[uuid.UUID]
+    # Attachments with a bound client connection on the worker now.
+    bound_attachment_ids: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,8 @@ class BeatsResult:
     # worker id -> (session id, how it ended: "terminated", "failed" or "unknown")
     ended: dict[uuid.UUID, list[tuple[uuid.UUID, str]]]
     undelivered: dict[uuid.UUID, list[uuid.UUID]]
+    # worker id -> its bound attachments that are no longer active (a lost notice).
+    ended_attachments: dict[uuid.UUID, list[Attachment]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ itself reads the database directly. Lease TTL 6 s, heartbeats every second.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +27,7 @@ from rap_common import frames
 from tests.conftest import _libpq
 from tests.e2e.cluster import Cluster, cluster, states
 from tests.support.client import rpc_error
+from tests.support.processes import WorkerProcess
 from tests.support.raw_worker import RawWorker
 from tests.support.sshd import Sshd
 
@@ -135,3 +140,54 @@ def test_a_database_outage_longer_than_a_lease_fails_only_the_silent_workers_ses
     reason = _sql(plane, "SELECT end_reason FROM sessions WHERE id = %s", doomed.id)[0]
     assert reason == "lease_expired"
     assert not [e for e in plane.audit("session_failed") if e.target_id == kept.id]
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (sshd's per-connection processes and theirs)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    children = {int(p) for p in found.stdout.split()}
+    return children.union(*(_children(c) for c in children)) if children else children
+
+
+def _activations(worker: WorkerProcess, session_id: str) -> int:
+    if not worker.probe_out.exists():
+        return 0
+    return sum(
+        1
+        for line in worker.probe_out.read_text().splitlines()
+        if json.loads(line)["session_id"] == session_id
+    )
+
+
+def test_a_session_the_target_ended_during_an_outage_is_never_started_again(
+    plane: Cluster, sshd: Sshd
+) -> None:
+    """The worker's report that the target hung up is sent while PostgreSQL is down; at
+    recovery the session ends as terminated (target_closed), and the worker never logs
+    in to the target again for it."""
+    assert plane.proxy is not None
+    worker = next((w for w in plane.workers if w.process and w.process.poll() is None), None)
+    worker = worker or plane.enroll_worker("steady-2")
+    before = _children(sshd.process.pid)
+    session = plane.start(plane.ssh_resource(sshd))
+    assert plane.wait_state(session.id, states("active", "failed")).state == session_pb2.SESSION_STATE_ACTIVE
+    _until("the worker's probe ran", lambda: _activations(worker, session.id) == 1)
+    ours = _children(sshd.process.pid) - before
+    assert ours, "the session's sshd process"
+    connects = worker.log.read_text().count("connected to")
+    plane.proxy.cut()
+    try:
+        for pid in ours:
+            os.kill(pid, signal.SIGKILL)  # the target hangs up
+        _until(
+            "the worker reports the end",
+            lambda: f"session {session.id} ended (terminated: target_closed)" in worker.log.read_text(),
+        )
+    finally:
+        plane.proxy.restore()
+    _until("the session is terminated", lambda: _state(plane, session.id) == "terminated")
+    assert _sql(plane, "SELECT end_reason FROM sessions WHERE id = %s", session.id)[0] == "target_closed"
+    # The report killed the stream (the database could not record it): the worker
+    # reconnected since, and was re-synced from PostgreSQL.
+    _until("the worker reconnected", lambda: worker.log.read_text().count("connected to") > connects)
+    assert _activations(worker, session.id) == 1, "the worker logged in to the target again"

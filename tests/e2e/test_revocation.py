@@ -101,6 +101,8 @@ def test_disabling_a_user_ends_their_bound_session_at_once(plane: Cluster, sshd:
         finally:
             await ws.close()
             await http.close()
+            # aiohttp's documented graceful shutdown: let the TLS transports finish closing.
+            await asyncio.sleep(0.25)
 
     assert asyncio.run(go()) == (4412, "session_ended")
     ended = plane.admin.sessions.GetSession(session_pb2.GetSessionRequest(id=session_id)).session
@@ -135,6 +137,8 @@ def test_revoking_a_worker_ends_its_sessions_and_closes_its_clients_at_once(
         finally:
             await ws.close()
             await http.close()
+            # aiohttp's documented graceful shutdown: let the TLS transports finish closing.
+            await asyncio.sleep(0.25)
 
     assert asyncio.run(go()) == (4412, "worker_revoked")
     failed = plane.admin.sessions.GetSession(session_pb2.GetSessionRequest(id=session_id)).session

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +83,58 @@ async def test_the_agent_fetches_the_published_keys_with_its_own_identity_rate_l
         assert set(agent.jwks) == {k.kid for k in published.keys}
         # A second unknown kid right away does not make another call.
         assert not await agent.refresh_jwks()
+
+
+async def test_an_unexpected_failure_in_a_session_reaches_the_control_plane_at_once(
+    server: ServerThread, org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no adapter expected (here, in the TCP adapter) fails the session with
+    a reason right away; before, the session stayed `starting` until its lease lapsed."""
+    from rap.v1 import resource_pb2, session_pb2
+    from rap_worker import agent as agent_module
+
+    async def broken(address: str) -> None:
+        raise RuntimeError("an adapter bug")
+
+    monkeypatch.setattr(agent_module.tcp, "connect", broken)
+    with server.channel() as channel:
+        admin = Client(channel, org.admin_token)
+        token = admin.admin.CreateWorkerEnrollmentToken(
+            admin_pb2.CreateWorkerEnrollmentTokenRequest(worker_name="broken")
+        ).enrollment_token
+        identity = await enroll(
+            server.target, token, "broken", [], tls_ca_pem=None, expected_role=ROLE_WORKER
+        )
+        state = StateDir(tmp_path / "state")
+        state.save(identity)
+        agent = Agent(AgentConfig(state.path, [f"127.0.0.1:{server.worker_port}"], protocols=["tcp"]))
+        running = asyncio.create_task(agent.run())
+        try:
+            await asyncio.wait_for(agent.connected.wait(), 30)
+            resource = admin.resources.CreateResource(
+                resource_pb2.CreateResourceRequest(
+                    resource=resource_pb2.Resource(
+                        name=f"tcp-{uuid.uuid4().hex[:6]}",
+                        protocol=resource_pb2.PROTOCOL_TCP,
+                        address="127.0.0.1:9",
+                    )
+                )
+            ).resource
+            session = await asyncio.to_thread(
+                admin.sessions.StartSession, session_pb2.StartSessionRequest(resource_id=resource.id)
+            )
+            ended = session.session
+            for _ in range(600):
+                ended = (
+                    await asyncio.to_thread(
+                        admin.sessions.GetSession, session_pb2.GetSessionRequest(id=session.session.id)
+                    )
+                ).session
+                if ended.state == session_pb2.SESSION_STATE_FAILED:
+                    break
+                await asyncio.sleep(0.05)
+            assert ended.state == session_pb2.SESSION_STATE_FAILED
+            assert ended.end_reason == "worker_error_runtimeerror"
+        finally:
+            agent.shutdown()
+            await asyncio.wait_for(running, 30)
