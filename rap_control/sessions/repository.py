@@ -173,6 +173,24 @@ class SessionRepository:
         )
         return [(row[0], int(row[1]), int(row[2])) for row in self._s.execute(query)]
 
+    def has_quiet_workers(self, organization_id: uuid.UUID, protocol: str, seen_since: datetime) -> bool:
+        """Whether the organization has workers for ``protocol`` that are marked online but
+        were not heard from lately: they are reconnecting (after an outage or a replica
+        restart), or their heartbeats could not be recorded."""
+        found = self._s.scalar(
+            select(m.Worker.id)
+            .where(
+                m.Worker.organization_id == organization_id,
+                m.Worker.status == "online",
+                m.Worker.role == "worker",
+                m.Worker.revoked_at.is_(None),
+                m.Worker.last_seen_at < seen_since,
+                any_(m.Worker.protocols) == protocol,
+            )
+            .limit(1)
+        )
+        return found is not None
+
     def lock_worker_load(self, worker_id: uuid.UUID) -> tuple[int, int] | None:
         """Lock the worker row and count its live sessions again: (capacity, load),
         or None if it went offline or was revoked meanwhile."""

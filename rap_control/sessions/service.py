@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from rap_common.errors import FailedPrecondition
+from rap_common.errors import FailedPrecondition, Unavailable
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
@@ -138,6 +138,12 @@ class SessionService:
             if locked is not None and locked[1] < locked[0]:
                 chosen: uuid.UUID = worker_id
                 return chosen
+        if repo.has_quiet_workers(resource.organization_id, resource.protocol.value, seen_since):
+            # Not a precondition the caller must fix: the workers are coming back.
+            raise Unavailable(
+                "this organization's workers are reconnecting; retry in a few seconds",
+                reason="workers_reconnecting",
+            )
         raise FailedPrecondition(
             f"no online worker of this organization has capacity for {resource.protocol.value} now; "
             "enroll or start a worker, or retry when a session ends",

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
+import psycopg2
 import pytest
 from google.protobuf import struct_pb2
 
@@ -96,6 +97,26 @@ def test_without_an_online_worker_a_start_is_a_failed_precondition(admin: Client
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert trailer(error, "rap-reason") == "no_worker_available"
     assert not admin.sessions.ListSessions(session_pb2.ListSessionsRequest()).sessions
+
+
+def test_while_workers_are_reconnecting_a_start_is_unavailable_not_a_failed_precondition(
+    admin: Client, org: Org, sql: psycopg2.extensions.connection
+) -> None:
+    """After an outage the workers are online but not heard from lately: retry, not fix."""
+    with sql.cursor() as cur:
+        # A worker as the database has it after an outage: online (its disconnect could
+        # not be written), last heard of before the outage.
+        cur.execute(
+            "INSERT INTO workers (id, organization_id, name, status, protocols, capacity, direct_host_names, "
+            "role, last_seen_at) VALUES (%s, %s, 'quiet', 'online', '{ssh}', 8, '{}', 'worker', "
+            "now() - interval '10 minutes')",
+            (str(uuid.uuid4()), org.id),
+        )
+    error = rpc_error(
+        admin.sessions.StartSession, session_pb2.StartSessionRequest(resource_id=_resource(admin))
+    )
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert trailer(error, "rap-reason") == "workers_reconnecting"
 
 
 def test_a_start_is_assigned_acknowledged_and_activated(admin: Client, worker: RawWorker) -> None:
