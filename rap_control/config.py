@@ -67,6 +67,8 @@ class Settings:
     # A lease lapses this long after the last heartbeat that renewed it.
     session_lease_ttl_seconds: int = 30
     worker_heartbeat_seconds: int = 10
+    session_idle_timeout_seconds: int = 1800
+    session_max_seconds: int = 28800
     # Data plane: how long an attachment's token lives, how clients may trust a
     # worker's direct endpoint, and the gateway's public URL (none: no gateway).
     data_plane_token_ttl_seconds: int = 120
@@ -83,7 +85,12 @@ class Settings:
 
     @property
     def session_timing(self) -> SessionTiming:
-        return SessionTiming(self.session_lease_ttl_seconds, self.worker_heartbeat_seconds)
+        return SessionTiming(
+            self.session_lease_ttl_seconds,
+            self.worker_heartbeat_seconds,
+            self.session_idle_timeout_seconds,
+            self.session_max_seconds,
+        )
 
     @property
     def production(self) -> bool:
@@ -125,6 +132,10 @@ class Settings:
             ),
             session_lease_ttl_seconds=_int(env, "RAP_SESSION_LEASE_TTL_SECONDS", 30, low=2, high=3600),
             worker_heartbeat_seconds=_int(env, "RAP_WORKER_HEARTBEAT_SECONDS", 10, low=1, high=600),
+            session_idle_timeout_seconds=_int(
+                env, "RAP_SESSION_IDLE_TIMEOUT_SECONDS", 1800, low=10, high=7 * 86400
+            ),
+            session_max_seconds=_int(env, "RAP_SESSION_MAX_SECONDS", 28800, low=60, high=30 * 86400),
             data_plane_token_ttl_seconds=_int(env, "RAP_DATA_PLANE_TOKEN_TTL_SECONDS", 120, low=5, high=3600),
             direct_trust_mode=_choice(
                 env, "DATA_PLANE_DIRECT_WORKER_TLS_TRUST_MODE", TrustMode, TrustMode.PLATFORM_CA

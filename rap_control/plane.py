@@ -90,7 +90,7 @@ class Plane:
         await self.coordination.close()
 
     async def _ended(self, ended: EndedSession) -> None:
-        await self.streams.end_session(ended.worker_id, ended.session_id, "lease_expired")
+        await self.streams.end_session(ended.worker_id, ended.session_id, ended.how)
 
 
 def build_plane(
@@ -142,7 +142,10 @@ def build_plane(
         ),
         resolution=SecretResolution(audit, enrollment, leases, store),
         sweeper=LeaseSweeper(
-            db, audit, outage_grace_seconds=timing.lease_ttl_seconds + 2 * timing.heartbeat_seconds
+            db,
+            audit,
+            outage_grace_seconds=timing.lease_ttl_seconds + 2 * timing.heartbeat_seconds,
+            timing=timing,
         ),
         health=HealthMonitor(db, provider, coordination),
         revocations=Revocations(audit),

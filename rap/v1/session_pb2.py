@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rap/v1/session.proto\x12\x06rap.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.rap.v1.SessionState\x12!\n\x08\x63hannels\x18\x07 \x03(\x0e\x32\x0f.rap.v1.Channel\x12\x12\n\nend_reason\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\tCandidate\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.rap.v1.CandidateKind\x12\x0b\n\x03url\x18\x02 \x01(\t\x12%\n\ntrust_mode\x18\x03 \x01(\x0e\x32\x11.rap.v1.TrustMode\x12\x17\n\rca_bundle_pem\x18\x04 \x01(\tH\x00\x12\x17\n\rpinned_sha256\x18\x05 \x01(\tH\x00\x12\x12\n\nsmoke_only\x18\x06 \x01(\x08\x42\x0e\n\x0ctrust_anchor\"\xd1\x01\n\nAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x64\x61ta_plane_token\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\ncandidates\x18\x05 \x03(\x0b\x32\x11.rap.v1.Candidate\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.rap.v1.AttachmentState\"M\n\x13StartSessionRequest\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12!\n\x08\x63hannels\x18\x02 \x03(\x0e\x32\x0f.rap.v1.Channel\"8\n\x14StartSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x12GetSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session\"v\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.rap.v1.SessionState\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\"R\n\x14ListSessionsResponse\x12!\n\x08sessions\x18\x01 \x03(\x0b\x32\x0f.rap.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x14\x41ttachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08takeover\x18\x02 \x01(\x08\"?\n\x15\x41ttachSessionResponse\x12&\n\nattachment\x18\x01 \x01(\x0b\x32\x12.rap.v1.Attachment\"A\n\x14\x44\x65tachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65tachSessionResponse\"5\n\x17TerminateSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"<\n\x18TerminateSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session*\xd4\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_STATE_REQUESTED\x10\x01\x12\x1a\n\x16SESSION_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16SESSION_STATE_STARTING\x10\x03\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x04\x12\x1c\n\x18SESSION_STATE_TERMINATED\x10\x05\x12\x18\n\x14SESSION_STATE_FAILED\x10\x06*h\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HANNEL_TERMINAL\x10\x01\x12\x15\n\x11\x43HANNEL_CLIPBOARD\x10\x02\x12\x17\n\x13\x43HANNEL_FILE_UPLOAD\x10\x03*\x90\x01\n\x0f\x41ttachmentState\x12 \n\x1c\x41TTACHMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTACHMENT_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x41TTACHMENT_STATE_DETACHED\x10\x02\x12\x1f\n\x1b\x41TTACHMENT_STATE_SUPERSEDED\x10\x03*m\n\rCandidateKind\x12\x1e\n\x1a\x43\x41NDIDATE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41NDIDATE_KIND_DIRECT_WORKER\x10\x01\x12\x1a\n\x16\x43\x41NDIDATE_KIND_GATEWAY\x10\x02*|\n\tTrustMode\x12\x1a\n\x16TRUST_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRUST_MODE_SMOKE_INSECURE\x10\x01\x12\x18\n\x14TRUST_MODE_PUBLIC_CA\x10\x02\x12\x1a\n\x16TRUST_MODE_PLATFORM_CA\x10\x03\x32\xde\x03\n\x0eSessionService\x12I\n\x0cStartSession\x12\x1b.rap.v1.StartSessionRequest\x1a\x1c.rap.v1.StartSessionResponse\x12\x43\n\nGetSession\x12\x19.rap.v1.GetSessionRequest\x1a\x1a.rap.v1.GetSessionResponse\x12I\n\x0cListSessions\x12\x1b.rap.v1.ListSessionsRequest\x1a\x1c.rap.v1.ListSessionsResponse\x12L\n\rAttachSession\x12\x1c.rap.v1.AttachSessionRequest\x1a\x1d.rap.v1.AttachSessionResponse\x12L\n\rDetachSession\x12\x1c.rap.v1.DetachSessionRequest\x1a\x1d.rap.v1.DetachSessionResponse\x12U\n\x10TerminateSession\x12\x1f.rap.v1.TerminateSessionRequest\x1a .rap.v1.TerminateSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rap/v1/session.proto\x12\x06rap.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.rap.v1.SessionState\x12!\n\x08\x63hannels\x18\x07 \x03(\x0e\x32\x0f.rap.v1.Channel\x12\x12\n\nend_reason\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\tCandidate\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.rap.v1.CandidateKind\x12\x0b\n\x03url\x18\x02 \x01(\t\x12%\n\ntrust_mode\x18\x03 \x01(\x0e\x32\x11.rap.v1.TrustMode\x12\x17\n\rca_bundle_pem\x18\x04 \x01(\tH\x00\x12\x17\n\rpinned_sha256\x18\x05 \x01(\tH\x00\x12\x12\n\nsmoke_only\x18\x06 \x01(\x08\x42\x0e\n\x0ctrust_anchor\"\xd1\x01\n\nAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x18\n\x10\x64\x61ta_plane_token\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\ncandidates\x18\x05 \x03(\x0b\x32\x11.rap.v1.Candidate\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.rap.v1.AttachmentState\"a\n\x13StartSessionRequest\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12!\n\x08\x63hannels\x18\x02 \x03(\x0e\x32\x0f.rap.v1.Channel\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"8\n\x14StartSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x12GetSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session\"v\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.rap.v1.SessionState\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\"R\n\x14ListSessionsResponse\x12!\n\x08sessions\x18\x01 \x03(\x0b\x32\x0f.rap.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x14\x41ttachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08takeover\x18\x02 \x01(\x08\"?\n\x15\x41ttachSessionResponse\x12&\n\nattachment\x18\x01 \x01(\x0b\x32\x12.rap.v1.Attachment\"A\n\x14\x44\x65tachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65tachSessionResponse\"5\n\x17TerminateSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"<\n\x18TerminateSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.rap.v1.Session*\xd4\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_STATE_REQUESTED\x10\x01\x12\x1a\n\x16SESSION_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16SESSION_STATE_STARTING\x10\x03\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x04\x12\x1c\n\x18SESSION_STATE_TERMINATED\x10\x05\x12\x18\n\x14SESSION_STATE_FAILED\x10\x06*h\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HANNEL_TERMINAL\x10\x01\x12\x15\n\x11\x43HANNEL_CLIPBOARD\x10\x02\x12\x17\n\x13\x43HANNEL_FILE_UPLOAD\x10\x03*\x90\x01\n\x0f\x41ttachmentState\x12 \n\x1c\x41TTACHMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTACHMENT_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x41TTACHMENT_STATE_DETACHED\x10\x02\x12\x1f\n\x1b\x41TTACHMENT_STATE_SUPERSEDED\x10\x03*m\n\rCandidateKind\x12\x1e\n\x1a\x43\x41NDIDATE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41NDIDATE_KIND_DIRECT_WORKER\x10\x01\x12\x1a\n\x16\x43\x41NDIDATE_KIND_GATEWAY\x10\x02*|\n\tTrustMode\x12\x1a\n\x16TRUST_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRUST_MODE_SMOKE_INSECURE\x10\x01\x12\x18\n\x14TRUST_MODE_PUBLIC_CA\x10\x02\x12\x1a\n\x16TRUST_MODE_PLATFORM_CA\x10\x03\x32\xde\x03\n\x0eSessionService\x12I\n\x0cStartSession\x12\x1b.rap.v1.StartSessionRequest\x1a\x1c.rap.v1.StartSessionResponse\x12\x43\n\nGetSession\x12\x19.rap.v1.GetSessionRequest\x1a\x1a.rap.v1.GetSessionResponse\x12I\n\x0cListSessions\x12\x1b.rap.v1.ListSessionsRequest\x1a\x1c.rap.v1.ListSessionsResponse\x12L\n\rAttachSession\x12\x1c.rap.v1.AttachSessionRequest\x1a\x1d.rap.v1.AttachSessionResponse\x12L\n\rDetachSession\x12\x1c.rap.v1.DetachSessionRequest\x1a\x1d.rap.v1.DetachSessionResponse\x12U\n\x10TerminateSession\x12\x1f.rap.v1.TerminateSessionRequest\x1a .rap.v1.TerminateSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rap.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATE']._serialized_start=1529
-  _globals['_SESSIONSTATE']._serialized_end=1741
-  _globals['_CHANNEL']._serialized_start=1743
-  _globals['_CHANNEL']._serialized_end=1847
-  _globals['_ATTACHMENTSTATE']._serialized_start=1850
-  _globals['_ATTACHMENTSTATE']._serialized_end=1994
-  _globals['_CANDIDATEKIND']._serialized_start=1996
-  _globals['_CANDIDATEKIND']._serialized_end=2105
-  _globals['_TRUSTMODE']._serialized_start=2107
-  _globals['_TRUSTMODE']._serialized_end=2231
+  _globals['_SESSIONSTATE']._serialized_start=1549
+  _globals['_SESSIONSTATE']._serialized_end=1761
+  _globals['_CHANNEL']._serialized_start=1763
+  _globals['_CHANNEL']._serialized_end=1867
+  _globals['_ATTACHMENTSTATE']._serialized_start=1870
+  _globals['_ATTACHMENTSTATE']._serialized_end=2014
+  _globals['_CANDIDATEKIND']._serialized_start=2016
+  _globals['_CANDIDATEKIND']._serialized_end=2125
+  _globals['_TRUSTMODE']._serialized_start=2127
+  _globals['_TRUSTMODE']._serialized_end=2251
   _globals['_SESSION']._serialized_start=66
   _globals['_SESSION']._serialized_end=359
   _globals['_CANDIDATE']._serialized_start=362
@@ -49,29 +49,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHMENT']._serialized_start=551
   _globals['_ATTACHMENT']._serialized_end=760
   _globals['_STARTSESSIONREQUEST']._serialized_start=762
-  _globals['_STARTSESSIONREQUEST']._serialized_end=839
-  _globals['_STARTSESSIONRESPONSE']._serialized_start=841
-  _globals['_STARTSESSIONRESPONSE']._serialized_end=897
-  _globals['_GETSESSIONREQUEST']._serialized_start=899
-  _globals['_GETSESSIONREQUEST']._serialized_end=930
-  _globals['_GETSESSIONRESPONSE']._serialized_start=932
-  _globals['_GETSESSIONRESPONSE']._serialized_end=986
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=988
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1106
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1108
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1190
-  _globals['_ATTACHSESSIONREQUEST']._serialized_start=1192
-  _globals['_ATTACHSESSIONREQUEST']._serialized_end=1252
-  _globals['_ATTACHSESSIONRESPONSE']._serialized_start=1254
-  _globals['_ATTACHSESSIONRESPONSE']._serialized_end=1317
-  _globals['_DETACHSESSIONREQUEST']._serialized_start=1319
-  _globals['_DETACHSESSIONREQUEST']._serialized_end=1384
-  _globals['_DETACHSESSIONRESPONSE']._serialized_start=1386
-  _globals['_DETACHSESSIONRESPONSE']._serialized_end=1409
-  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1411
-  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1464
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1466
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1526
-  _globals['_SESSIONSERVICE']._serialized_start=2234
-  _globals['_SESSIONSERVICE']._serialized_end=2712
+  _globals['_STARTSESSIONREQUEST']._serialized_end=859
+  _globals['_STARTSESSIONRESPONSE']._serialized_start=861
+  _globals['_STARTSESSIONRESPONSE']._serialized_end=917
+  _globals['_GETSESSIONREQUEST']._serialized_start=919
+  _globals['_GETSESSIONREQUEST']._serialized_end=950
+  _globals['_GETSESSIONRESPONSE']._serialized_start=952
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1006
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1008
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1126
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1128
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1210
+  _globals['_ATTACHSESSIONREQUEST']._serialized_start=1212
+  _globals['_ATTACHSESSIONREQUEST']._serialized_end=1272
+  _globals['_ATTACHSESSIONRESPONSE']._serialized_start=1274
+  _globals['_ATTACHSESSIONRESPONSE']._serialized_end=1337
+  _globals['_DETACHSESSIONREQUEST']._serialized_start=1339
+  _globals['_DETACHSESSIONREQUEST']._serialized_end=1404
+  _globals['_DETACHSESSIONRESPONSE']._serialized_start=1406
+  _globals['_DETACHSESSIONRESPONSE']._serialized_end=1429
+  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1431
+  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1484
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1486
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1546
+  _globals['_SESSIONSERVICE']._serialized_start=2254
+  _globals['_SESSIONSERVICE']._serialized_end=2732
 # @@protoc_insertion_point(module_scope)

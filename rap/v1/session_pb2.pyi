@@ -258,7 +258,14 @@ class StartSessionRequest(_message.Message):
 
     RESOURCE_ID_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     resource_id: _builtins.str
+    request_id: _builtins.str
+    """Optional idempotency key (1 to 64 of A-Z a-z 0-9 . _ -), chosen by the client and
+    kept for 24 hours per caller: a retry with the same request_id and the same request
+    returns the first call's session instead of starting a second one; with another
+    request it is INVALID_ARGUMENT (request_id_reused).
+    """
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]:
         """Channels wanted; the resource's policy may allow fewer. Empty: the policy's default."""
@@ -268,10 +275,11 @@ class StartSessionRequest(_message.Message):
         *,
         resource_id: _builtins.str = ...,
         channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "resource_id", b"resource_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "request_id", b"request_id", "resource_id", b"resource_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

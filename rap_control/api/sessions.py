@@ -51,7 +51,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         # Without the bus the worker could not be told: refuse before writing anything.
         await self._coordination.ensure_available()
         session = await self._calls.run(
-            lambda uow, call: self._sessions.start(uow, call, resource_id, channels)
+            lambda uow, call: self._sessions.start(uow, call, resource_id, channels, request.request_id)
         )
         await self._tell_worker(session, EventKind.SESSION_ASSIGNED)
         return session_pb2.StartSessionResponse(session=session_convert.session_to_proto(session))

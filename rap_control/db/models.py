@@ -348,3 +348,17 @@ class AuditEvent(Base):
     created_at: Mapped[datetime]
     previous_hash: Mapped[bytes]
     hash: Mapped[bytes]
+
+
+class IdempotencyKey(Base):
+    """A client's request_id for a creating call, and what the first call returned (ids only)."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[bytes]
+    # None until the first call's unit of work has a result (a refused call leaves none).
+    result: Mapped[Json | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=_now(), index=True)

@@ -1,7 +1,11 @@
-"""An organization's data-plane defaults: the clipboard policy and the upload size cap.
+"""An organization's policy: data-plane defaults (the clipboard policy and the
+upload size cap) and session limits (how long a session may stay without an
+attachment, and live at all).
 
-A resource's own metadata keys of the same names override them; the worker
-applies the result. Only these keys, with these types, are accepted.
+A resource's own metadata keys of the data-plane names override them; the
+worker applies the result. The session limits are the control plane's; when
+unset, RAP_SESSION_IDLE_TIMEOUT_SECONDS and RAP_SESSION_MAX_SECONDS apply.
+Only these keys, with these types, are accepted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from rap_common.errors import InvalidArgument
 
 MAX_CLIPBOARD = 10 * 1024 * 1024
 MAX_UPLOAD = 10 * 1024 * 1024 * 1024
+IDLE_TIMEOUT_KEY = "rap_session_idle_timeout_seconds"
+MAX_SESSION_KEY = "rap_session_max_seconds"
+_SESSION_LIMITS = {IDLE_TIMEOUT_KEY: 7 * 86400, MAX_SESSION_KEY: 30 * 86400}
 _CLIPBOARD_FLAGS = ("client_to_target", "target_to_client")
 
 
@@ -50,9 +57,12 @@ def check_policy(policy: dict[str, Any]) -> dict[str, Any]:
             out[key] = clipboard
         elif key == "rap_upload_max_bytes":
             out[key] = _whole(value, key, MAX_UPLOAD)
+        elif key in _SESSION_LIMITS:
+            out[key] = _whole(value, key, _SESSION_LIMITS[key])
         else:
             raise InvalidArgument(
-                f"policy.{key[:40]} is not a known setting (rap_clipboard, rap_upload_max_bytes)",
+                f"policy.{key[:40]} is not a known setting (rap_clipboard, rap_upload_max_bytes, "
+                f"{IDLE_TIMEOUT_KEY}, {MAX_SESSION_KEY})",
                 reason="bad_policy",
             )
     return out

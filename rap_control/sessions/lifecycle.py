@@ -30,10 +30,14 @@ def reason_code(raw: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class SessionTiming:
-    """How long a lease lives without a heartbeat, and how often workers beat."""
+    """How long a lease lives without a heartbeat, how often workers beat, and the
+    defaults of how long a session may stay unattached and live at all (an
+    organization's policy may set its own)."""
 
     lease_ttl_seconds: int = 30
     heartbeat_seconds: int = 10
+    idle_timeout_seconds: int = 1800
+    max_session_seconds: int = 28800
 
     @property
     def stale_after_seconds(self) -> int:

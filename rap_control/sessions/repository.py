@@ -314,6 +314,35 @@ class SessionRepository:
         )
         return [_session(r) for r in rows]
 
+    def lock_overdue(self, idle_seconds: int, max_seconds: int, limit: int) -> list[tuple[Session, str]]:
+        """Live sessions past their organization's limits, locked (SKIP LOCKED), with why:
+        ``max_duration`` (alive longer than allowed) or ``idle_timeout`` (active with no
+        active attachment for longer than allowed: since it became active or its last
+        attachment came or went). The organization's policy overrides the defaults."""
+        rows = self._s.execute(
+            text(
+                "SELECT s.id, CASE WHEN s.created_at < now() - make_interval(secs => "
+                "COALESCE((o.policy->>'rap_session_max_seconds')::int, :max)) "
+                "THEN 'max_duration' ELSE 'idle_timeout' END AS why "
+                "FROM sessions s JOIN organizations o ON o.id = s.organization_id "
+                "WHERE s.state IN ('requested', 'assigned', 'starting', 'active') AND ("
+                " s.created_at < now() - make_interval(secs => "
+                "  COALESCE((o.policy->>'rap_session_max_seconds')::int, :max))"
+                " OR (s.state = 'active'"
+                "  AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.session_id = s.id AND a.state = 'active')"
+                "  AND GREATEST(s.updated_at, (SELECT max(GREATEST(a.created_at, COALESCE(a.ended_at, a.created_at))) "
+                "   FROM attachments a WHERE a.session_id = s.id))"
+                "   < now() - make_interval(secs => COALESCE((o.policy->>'rap_session_idle_timeout_seconds')::int, :idle))"
+                ")) ORDER BY s.created_at LIMIT :limit FOR UPDATE OF s SKIP LOCKED"
+            ),
+            {"idle": idle_seconds, "max": max_seconds, "limit": limit},
+        ).all()
+        if not rows:
+            return []
+        why = {row[0]: str(row[1]) for row in rows}
+        sessions = self._s.scalars(select(m.Session).where(m.Session.id.in_(list(why))))
+        return [(_session(r), why[r.id]) for r in sessions]
+
     def now(self) -> datetime:
         value = self._s.scalar(select(func.now()))
         assert isinstance(value, datetime)

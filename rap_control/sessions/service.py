@@ -9,6 +9,7 @@ from rap_common.errors import FailedPrecondition, Unavailable
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
+from rap_control.idempotency import IdempotencyKeys, fingerprint
 from rap_control.paging import PageRequest, after_id, split_page
 from rap_control.policy.channels import session_channels
 from rap_control.policy.credentials import credential_paths
@@ -32,11 +33,36 @@ class SessionService:
         self._lifecycle = Lifecycle(audit)
 
     def start(
-        self, uow: UnitOfWork, ctx: CallContext, resource_id: uuid.UUID, channels: list[Channel]
+        self,
+        uow: UnitOfWork,
+        ctx: CallContext,
+        resource_id: uuid.UUID,
+        channels: list[Channel],
+        request_id: str = "",
     ) -> Session:
         """Authorize, apply the guard, pick a worker, and write the session, its
         lease and its audit row in this one transaction. The caller notifies the
-        worker's replica after the commit."""
+        worker's replica after the commit.
+
+        With a ``request_id``, a retry of the same request returns the session the
+        first call started (see rap_control.idempotency)."""
+        key = None
+        if request_id:
+            digest = fingerprint(resource_id, sorted(c.value for c in channels))
+            key = IdempotencyKeys(ctx.principal.user_id, "StartSession", request_id, digest)
+            first = key.claim(uow)
+            if first is not None:
+                return SessionRepository(uow.session).get(
+                    ctx.organization_id, uuid.UUID(first["session_id"]), user_id=None
+                )
+        session = self._start(uow, ctx, resource_id, channels)
+        if key is not None:
+            key.remember(uow, {"session_id": str(session.id)})
+        return session
+
+    def _start(
+        self, uow: UnitOfWork, ctx: CallContext, resource_id: uuid.UUID, channels: list[Channel]
+    ) -> Session:
         resource = ResourceRepository(uow.session).get(ctx.organization_id, resource_id)
         self._guard(uow, resource)
         allowed = session_channels(resource.protocol, resource.metadata, channels)

@@ -1,4 +1,9 @@
-"""The sweeper: fails the sessions whose lease lapsed.
+"""The sweeper: fails the sessions whose lease lapsed, and ends those past their limits.
+
+Besides leases, each pass terminates sessions that stayed active without an
+attachment past their idle timeout, or lived past their maximum duration
+(``session_terminated``, reason ``idle_timeout`` or ``max_duration``): a
+session orphaned by a lost client never keeps a live login for good.
 
 Every replica runs one. Each pass locks a batch of lapsed sessions with
 SKIP LOCKED, so replicas share the work without doing any twice; each
@@ -21,10 +26,11 @@ import random
 from collections.abc import Awaitable, Callable
 
 from rap_common.errors import RapError
+from rap_control import idempotency
 from rap_control.audit.service import AuditLog
 from rap_control.db.engine import Database, UnitOfWork
 from rap_control.principal import Actor
-from rap_control.sessions.lifecycle import Lifecycle
+from rap_control.sessions.lifecycle import Lifecycle, SessionTiming
 from rap_control.sessions.repository import SessionRepository
 from rap_control.sessions.types import EndedSession, SessionState
 
@@ -36,10 +42,17 @@ BATCH = 100
 
 
 class LeaseSweeper:
-    def __init__(self, db: Database, audit: AuditLog, outage_grace_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        outage_grace_seconds: float = 0.0,
+        timing: SessionTiming | None = None,
+    ) -> None:
         self._db = db
         self._lifecycle = Lifecycle(audit)
         self._grace = outage_grace_seconds
+        self._timing = timing or SessionTiming()
 
     def sweep_once(self, uow: UnitOfWork) -> list[EndedSession]:
         """Fail one batch of lapsed sessions; returns them."""
@@ -56,6 +69,20 @@ class LeaseSweeper:
                 ended.append(EndedSession(done.id, done.worker_id))
         return ended
 
+    def end_overdue_once(self, uow: UnitOfWork) -> list[EndedSession]:
+        """Terminate one batch of sessions past their idle timeout or maximum duration."""
+        ended = []
+        overdue = SessionRepository(uow.session).lock_overdue(
+            self._timing.idle_timeout_seconds, self._timing.max_session_seconds, BATCH
+        )
+        for session, why in overdue:
+            done = self._lifecycle.end(
+                uow, session.id, SessionState.TERMINATED, why, Actor("system", "session-limits", None, "")
+            )
+            if done is not None:
+                ended.append(EndedSession(done.id, done.worker_id, "terminated"))
+        return ended
+
     async def run(self, interval: float, on_ended: Callable[[EndedSession], Awaitable[None]]) -> None:
         """Sweep every ``interval`` seconds (jittered) until cancelled."""
         while True:
@@ -68,6 +95,16 @@ class LeaseSweeper:
                     ended = await self._db.run(self.sweep_once)
                     for item in ended:
                         log.warning("session %s failed: its lease lapsed", item.session_id)
+                        await on_ended(item)
+                    if len(ended) < BATCH:
+                        break
+                await self._db.run(idempotency.prune)
+                while True:
+                    ended = await self._db.run(self.end_overdue_once)
+                    for item in ended:
+                        log.info(
+                            "session %s ended: past its idle timeout or maximum duration", item.session_id
+                        )
                         await on_ended(item)
                     if len(ended) < BATCH:
                         break

@@ -142,3 +142,5 @@ class EndedSession:
 
     session_id: uuid.UUID
     worker_id: uuid.UUID | None
+    # How the worker is told it ended: "terminated", or anything else for a failure.
+    how: str = "lease_expired"

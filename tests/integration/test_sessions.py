@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 from google.protobuf import struct_pb2
 
-from rap.v1 import admin_pb2, credentials_pb2, resource_pb2, secret_pb2, session_pb2, worker_pb2
+from rap.v1 import admin_pb2, audit_pb2, credentials_pb2, resource_pb2, secret_pb2, session_pb2, worker_pb2
 from rap_control.audit.service import AuditLog
 from rap_control.config import Environment
 from rap_control.db.engine import Database
@@ -279,3 +279,118 @@ def test_heartbeats_renew_the_leases_of_the_sessions_the_worker_runs(
     while expiry() == before:
         assert time.monotonic() < deadline, "no heartbeat renewed the lease"
         time.sleep(0.2)
+
+
+def _age(sql, session_id: str, *, created: str = "0", active: str = "0") -> None:  # type: ignore[no-untyped-def]
+    with sql.cursor() as cur:
+        cur.execute(
+            "UPDATE sessions SET created_at = created_at - %s::interval, updated_at = updated_at - %s::interval "
+            "WHERE id = %s",
+            (f"{created} seconds", f"{active} seconds", session_id),
+        )
+
+
+@pytest.fixture
+def direct_worker(server: ServerThread, admin: Client) -> Iterator[RawWorker]:
+    """A worker that says it has a direct endpoint, so that its sessions can be attached."""
+    w = RawWorker(admin, server.target, f"127.0.0.1:{server.worker_port}")
+    w.connect(direct_url="wss://127.0.0.1:1/v1/connect")
+    yield w
+    w.close()
+
+
+def test_an_active_session_without_an_attachment_past_its_idle_timeout_is_terminated(
+    admin: Client, direct_worker: RawWorker, db: Database, sql
+) -> None:  # type: ignore[no-untyped-def]
+    worker = direct_worker
+    admin.admin.UpdateOrganizationPolicy(
+        admin_pb2.UpdateOrganizationPolicyRequest(policy=_struct({"rap_session_idle_timeout_seconds": 60}))
+    )
+    idle, attached = _start(admin, _resource(admin)), _start(admin, _resource(admin))
+    for session in (idle, attached):
+        worker.activate(worker.assignment(session.id))
+        _wait(admin, session.id, session_pb2.SESSION_STATE_ACTIVE)
+    admin.sessions.AttachSession(session_pb2.AttachSessionRequest(session_id=attached.id))
+    for session in (idle, attached):
+        _age(sql, session.id, created="120", active="120")
+    sweeper = LeaseSweeper(db, AuditLog())
+    db.run_sync(sweeper.end_overdue_once)
+    got = _wait(admin, idle.id, session_pb2.SESSION_STATE_TERMINATED)
+    assert got.end_reason == "idle_timeout"
+    still = admin.sessions.GetSession(session_pb2.GetSessionRequest(id=attached.id)).session
+    assert still.state == session_pb2.SESSION_STATE_ACTIVE, "an attached session is not idle"
+    events = [
+        e
+        for e in admin.audit.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(event_type="session_terminated")
+        ).events
+        if e.target_id == idle.id
+    ]
+    assert len(events) == 1 and events[0].details["reason"] == "idle_timeout"
+    _wait_terminate(worker, idle.id)  # the worker is told
+
+
+def test_a_session_past_its_maximum_duration_is_terminated_even_when_attached(
+    admin: Client, direct_worker: RawWorker, db: Database, sql
+) -> None:  # type: ignore[no-untyped-def]
+    worker = direct_worker
+    session = _start(admin, _resource(admin))
+    worker.activate(worker.assignment(session.id))
+    _wait(admin, session.id, session_pb2.SESSION_STATE_ACTIVE)
+    admin.sessions.AttachSession(session_pb2.AttachSessionRequest(session_id=session.id))
+    db.run_sync(LeaseSweeper(db, AuditLog()).end_overdue_once)
+    assert admin.sessions.GetSession(session_pb2.GetSessionRequest(id=session.id)).session.state == (
+        session_pb2.SESSION_STATE_ACTIVE
+    ), "within its limits"
+    _age(sql, session.id, created=str(8 * 3600 + 1))  # the default maximum: 8 hours
+    db.run_sync(LeaseSweeper(db, AuditLog()).end_overdue_once)
+    got = _wait(admin, session.id, session_pb2.SESSION_STATE_TERMINATED)
+    assert got.end_reason == "max_duration"
+
+
+def _struct(value: dict[str, object]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def _wait_terminate(worker: RawWorker, session_id: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = worker.responses.get(timeout=max(0.01, deadline - time.monotonic()))
+        if message.WhichOneof("message") == "terminate" and message.terminate.session_id == session_id:
+            assert message.terminate.reason == "terminated"
+            return
+
+
+def test_a_retried_start_with_the_same_request_id_returns_the_first_session(
+    admin: Client, worker: RawWorker, sql
+) -> None:  # type: ignore[no-untyped-def]
+    import concurrent.futures
+
+    resource_id = _resource(admin)
+    request = session_pb2.StartSessionRequest(resource_id=resource_id, request_id=f"start-{uuid.uuid4().hex}")
+    # Sequential retries, and concurrent duplicates (as a client retrying an ambiguous failure).
+    first = admin.sessions.StartSession(request).session
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(lambda _: admin.sessions.StartSession(request).session, range(4)))
+    assert {s.id for s in again} == {first.id}
+    with sql.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sessions WHERE resource_id = %s", (resource_id,))
+        assert cur.fetchone() == (1,), "one session, however many retries"
+    other = session_pb2.StartSessionRequest(resource_id=_resource(admin), request_id=request.request_id)
+    error = rpc_error(admin.sessions.StartSession, other)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailer(error, "rap-reason") == "request_id_reused"
+    bad = session_pb2.StartSessionRequest(resource_id=resource_id, request_id="no spaces allowed")
+    assert rpc_error(admin.sessions.StartSession, bad).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_refused_start_leaves_its_request_id_free_for_the_retry(admin: Client, sql) -> None:  # type: ignore[no-untyped-def]
+    request = session_pb2.StartSessionRequest(
+        resource_id=_resource(admin), request_id=f"s-{uuid.uuid4().hex}"
+    )
+    assert rpc_error(admin.sessions.StartSession, request).code() == grpc.StatusCode.FAILED_PRECONDITION
+    with sql.cursor() as cur:
+        cur.execute("SELECT count(*) FROM idempotency_keys WHERE request_id = %s", (request.request_id,))
+        assert cur.fetchone() == (0,), "the refusal rolled the claim back"
