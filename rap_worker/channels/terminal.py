@@ -145,6 +145,10 @@ class Terminal:
             return
         if frame.HasField("terminal_data"):
             self._process.stdin.write(frame.terminal_data.data)
+            # Backpressure: while the target does not read, this waits, the connection's
+            # reader stops reading the client, and the client is slowed, instead of the
+            # worker buffering what it types without bound.
+            await self._process.stdin.drain()
         elif frame.HasField("terminal_resize"):
             size = frame.terminal_resize
             if 0 < size.columns <= 1000 and 0 < size.rows <= 1000:
@@ -169,6 +173,7 @@ class Terminal:
             return
         # Bracketed paste: the shell takes it as pasted text, not typed keys.
         self._process.stdin.write(b"\x1b[200~" + data.replace(b"\x1b", b"") + b"\x1b[201~")
+        await self._process.stdin.drain()
 
     async def close(self) -> None:
         if self._pump is not None:
