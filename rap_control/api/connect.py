@@ -157,7 +157,11 @@ class WorkerStreams:
 
     async def _flush(self, batch: dict[uuid.UUID, _Beat]) -> None:
         beats = [Beat(worker_id, ids, bound) for worker_id, (ids, bound, _) in batch.items()]
-        result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats))
+        # Leases that lapsed while this replica could not write are revived by live beats.
+        outage = self._db.unavailable_within(
+            self._timing.lease_ttl_seconds + 2 * self._timing.heartbeat_seconds
+        )
+        result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats, after_outage=outage))
         for worker_id in result.revoked:
             batch[worker_id][2].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
         for worker_id, ended in result.ended.items():

@@ -235,13 +235,15 @@ class SessionRepository:
             )
         ).one_or_none()
 
-    def renew_leases_of(self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], ttl_seconds: int) -> None:
+    def renew_leases_of(
+        self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID]], ttl_seconds: int, *, revive_lapsed: bool = False
+    ) -> None:
         """Extend the live leases of (worker id, session id) pairs, in one statement.
 
-        A lease that lapsed but was not released (its session not swept yet)
-        is renewed too: the worker's heartbeat is the proof of life the lease
-        stands for, and a lease that lapsed only because the control plane
-        could not write (a database outage) must not kill the session.
+        A lease that already lapsed stays lapsed (the sweeper fails its session),
+        unless ``revive_lapsed``: after the control plane itself could not write
+        (a database outage), a lease that lapsed meanwhile but was not released is
+        renewed by the heartbeat that proves its worker is alive.
         """
         if not pairs:
             return
@@ -250,9 +252,15 @@ class SessionRepository:
                 "UPDATE session_leases l SET expires_at = now() + make_interval(secs => :ttl), "
                 "renewed_at = now() FROM unnest(CAST(:workers AS uuid[]), CAST(:sessions AS uuid[])) "
                 "AS v(worker_id, session_id) WHERE l.worker_id = v.worker_id "
-                "AND l.session_id = v.session_id AND l.released_at IS NULL"
+                "AND l.session_id = v.session_id AND l.released_at IS NULL "
+                "AND (:revive OR l.expires_at > now())"
             ),
-            {"ttl": ttl_seconds, "workers": [w for w, _ in pairs], "sessions": [s for _, s in pairs]},
+            {
+                "ttl": ttl_seconds,
+                "workers": [w for w, _ in pairs],
+                "sessions": [s for _, s in pairs],
+                "revive": revive_lapsed,
+            },
         )
 
     def end_states(self, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -89,7 +89,7 @@ class WorkerSessions:
         attachments = of_live_sessions(uow, [s.id for s in live])
         return StreamSync(worker.id, worker.organization_id, assignments, ended, attachments)
 
-    def heartbeats(self, uow: UnitOfWork, beats: list[Beat]) -> BeatsResult:
+    def heartbeats(self, uow: UnitOfWork, beats: list[Beat], *, after_outage: bool = False) -> BeatsResult:
         """A batch of heartbeats, in a few statements whatever its size: mark the
         workers seen, renew the leases of the sessions they run, and say which of
         those are over and which sessions still wait for delivery."""
@@ -97,7 +97,7 @@ class WorkerSessions:
         alive = WorkerRepository(uow.session).touch_many(workers)
         repo = SessionRepository(uow.session)
         pairs = [(b.worker_id, s) for b in beats if b.worker_id in alive for s in b.session_ids]
-        repo.renew_leases_of(pairs, self._timing.lease_ttl_seconds)
+        repo.renew_leases_of(pairs, self._timing.lease_ttl_seconds, revive_lapsed=after_outage)
         live = repo.live_pairs([s for _, s in pairs])
         over = [pair for pair in pairs if pair not in live]
         states = repo.end_states([session_id for _, session_id in over])

@@ -7,6 +7,12 @@ existing entry of that name is never followed or replaced, the size is
 capped (metadata ``rap_upload_max_bytes``, default 100 MiB), and the data
 is written to a temporary name first and renamed only when its size and
 SHA-256 match what the client announced.
+
+A temporary file is a hidden ``.<name>.<upload id>.part``, never a complete
+name. One left behind by a worker that died mid-upload is removed the next
+time a session uploads to the same folder, once it is older than
+``STALE_PART_SECONDS`` (a younger one may be another session's upload in
+progress: its writes keep it young).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import logging
 import re
 import stat
+import time
 import unicodedata
 from typing import Any
 
@@ -32,7 +39,9 @@ log = logging.getLogger(__name__)
 FOLDER = "RAP_Transfers"
 DEFAULT_MAX = 100 * 1024 * 1024
 WRITE_WINDOW = 16
+STALE_PART_SECONDS = 300
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_PART = re.compile(r"\..+\.[0-9A-Za-z_-]{1,16}\.part")
 
 
 class UploadRefused(Exception):
@@ -67,6 +76,7 @@ class FileUpload:
         self._final = ""
         self._refused: set[str] = set()
         self._pending: list[asyncio.Future[int]] = []
+        self._swept = False
 
     async def start(self) -> None:
         return None
@@ -139,6 +149,25 @@ class FileUpload:
             raise UploadRefused(
                 "bad_transfer_folder", f"{FOLDER} on the target is not a plain folder (a link?)"
             )
+        if not self._swept:
+            self._swept = True
+            await self._sweep_stale_parts()
+
+    async def _sweep_stale_parts(self) -> None:
+        """Remove the partial files of uploads that died with their worker."""
+        now = time.time()
+        for entry in await self._sftp.readdir(FOLDER):
+            attrs = entry.attrs
+            if (
+                _PART.fullmatch(entry.filename)
+                and attrs.permissions is not None
+                and stat.S_ISREG(attrs.permissions)  # readdir does not follow links: a link is left alone
+                and attrs.mtime is not None
+                and now - attrs.mtime > STALE_PART_SECONDS
+            ):
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await self._sftp.remove(f"{FOLDER}/{entry.filename}")
+                    log.info("removed a stale partial upload from %s", FOLDER)
 
     async def _exists(self, path: str) -> bool:
         try:

@@ -581,3 +581,38 @@ def test_the_organizations_defaults_apply_unless_the_resource_overrides_them(
         plane.admin.admin.UpdateOrganizationPolicy(
             admin_pb2.UpdateOrganizationPolicyRequest(policy=struct_pb2.Struct())
         )
+
+
+def test_a_partial_upload_left_by_a_dead_worker_is_removed_at_the_next_upload(
+    plane: Cluster, sshd: Sshd, worker: WorkerProcess
+) -> None:
+    """A `.part` file is never a complete name, and a stale one is swept; a young one (another
+    session's upload in progress) is left alone."""
+    account = pwd.getpwnam(sshd.username)
+    transfers = Path(account.pw_dir) / "RAP_Transfers"
+    transfers.mkdir(mode=0o700, exist_ok=True)
+    os.chown(transfers, account.pw_uid, account.pw_gid)
+    stale, young = (
+        transfers / ".report.pdf.0123456789abcdef.part",
+        transfers / ".live.bin.fedcba9876543210.part",
+    )
+    for part in (stale, young):
+        part.write_bytes(b"half a file")
+        os.chown(part, account.pw_uid, account.pw_gid)
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    session_id = _active(plane, sshd, worker)
+    attachment = _attach(plane.admin, session_id)
+
+    async def go() -> dataplane_pb2.FileUploadResult:
+        http, ws = await _open(_direct(attachment), attachment.data_plane_token)
+        try:
+            return await _upload(ws, f"next-{uuid.uuid4().hex[:6]}.bin", b"whole")
+        finally:
+            await ws.close()
+            await _close(http)
+
+    assert asyncio.run(go()).ok
+    assert not stale.exists(), "the stale partial upload was removed"
+    assert young.exists(), "an upload that may be in progress elsewhere was left alone"
+    young.unlink()
