@@ -1,7 +1,7 @@
 """A shell that does not read slows the client; it does not grow the worker's memory.
 
 The client types as fast as it can into a terminal whose shell is busy
-(``sleep``), far more than any buffer on the way holds. With backpressure
+(``sleep``, the terminal in raw mode), far more than any buffer on the way holds. With backpressure
 the client's own sends stall within a few megabytes, and the worker's
 resident memory stays near where it was; without it, the worker held
 everything typed.
@@ -63,7 +63,9 @@ def test_typing_into_a_shell_that_does_not_read_slows_the_client_not_the_workers
                 protocols=(frames.SUBPROTOCOL,),
                 ssl=ssl.create_default_context(cadata=direct.ca_bundle_pem),
             )
-            await ws.send_bytes(frames.terminal(b"stty -echo; sleep 600\n"))  # a shell that reads nothing
+            # A program that reads nothing, with the terminal in raw mode: in canonical mode
+            # the kernel drops what overflows a line, and nothing would ever push back.
+            await ws.send_bytes(frames.terminal(b"stty raw -echo; sleep 600\n"))
             before = _rss_mib(worker.process.pid)  # type: ignore[union-attr]
             sent = 0
             chunk = frames.terminal(b"a" * CHUNK)

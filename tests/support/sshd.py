@@ -54,7 +54,7 @@ def _keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().split(" comment")[0].strip()
 
 
-def start_sshd(directory: Path) -> Sshd:
+def start_sshd(directory: Path, extra_config: str = "") -> Sshd:
     if os.geteuid() != 0 or not Path(SSHD).exists():
         raise RuntimeError("the sshd tests need root and openssh-server (scripts/test installs it)")
     password = f"Ssh-canary-{uuid.uuid4().hex}"
@@ -69,7 +69,7 @@ def start_sshd(directory: Path) -> Sshd:
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host_ed25519'}\nPidFile none\n"
         "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        f"PermitRootLogin no\nAllowUsers {USER}\nSubsystem sftp internal-sftp\n"
+        f"PermitRootLogin no\nAllowUsers {USER}\nSubsystem sftp internal-sftp\n{extra_config}"
     )
     log = directory / "sshd.log"
     with log.open("wb") as out:
