@@ -61,6 +61,9 @@ from tests.support.sshd import start_sshd  # noqa: E402
 
 FLOOD_SOURCES = [f"127.0.0.{n}" for n in range(2, 10)]
 LIVE = ("requested", "assigned", "starting", "active")
+# How often a client asks whether its session is active (a patient client; the SDK's
+# own wait is issue material of its own).
+POLL_SECONDS = 0.2
 
 
 def rss_and_fds(pid: int) -> tuple[float, int]:
@@ -69,6 +72,14 @@ def rss_and_fds(pid: int) -> tuple[float, int]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) / 1024
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _alive(pid: int) -> bool:
+    """A running process (not gone, not a zombie awaiting its parent)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
 class Client:
@@ -113,12 +124,12 @@ class Client:
             if got.state == session_pb2.SESSION_STATE_ACTIVE:
                 break
             if got.state in (session_pb2.SESSION_STATE_FAILED, session_pb2.SESSION_STATE_TERMINATED):
-                self.stats.errors[f"session_{got.end_reason or 'ended'}_before_active"] += 1
+                self.stats.error(f"session_{got.end_reason or 'ended'}_before_active")
                 return
             if time.monotonic() > deadline:
-                self.stats.errors["not_active_within_60s"] += 1
+                self.stats.error("not_active_within_60s")
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_SECONDS)
         try:
             attached = (
                 await self.call(
@@ -146,7 +157,7 @@ class Client:
             while f"{marker}-2".encode() not in seen:
                 message = await asyncio.wait_for(ws.receive(), 30)
                 if message.type != aiohttp.WSMsgType.BINARY:
-                    self.stats.errors[f"bind_refused_{ws.close_code}_{message.extra}"] += 1
+                    self.stats.error(f"bind_refused_{ws.close_code}_{message.extra}")
                     return
                 if not seen:
                     self.stats.bind_latency.append(time.monotonic() - begun)
@@ -169,20 +180,33 @@ class Client:
                     OSError,
                     TimeoutError,
                 ) as exc:
-                    kind = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
-                    self.stats.errors[kind] += 1
+                    kind = _kind(exc)
+                    self.stats.error(kind)
         for channel in self.channels.values():
             await channel.close()
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        reason = dict(exc.trailing_metadata() or ()).get("rap-reason", "")
+        return f"{exc.code().name}:{reason}"
+    return type(exc).__name__
 
 
 class Stats:
     def __init__(self) -> None:
         self.errors: collections.Counter[str] = collections.Counter()
+        # When each kind of error happened, as wall-clock times, to set beside the faults.
+        self.when: dict[str, list[str]] = collections.defaultdict(list)
         self.retries: collections.Counter[str] = collections.Counter()
         self.bind_latency: list[float] = []
         self.started: set[str] = set()
         self.terminated: set[str] = set()
         self.round_trips = 0
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+        self.when[kind].append(time.strftime("%X"))
 
 
 async def flood(
@@ -223,14 +247,14 @@ async def flood(
         writer.close()
 
 
-async def faults(c: Cluster, bus: PrivateRedis, seconds: float, log: list[str]) -> None:
+async def faults(c: Cluster, bus: PrivateRedis, seconds: float, log: list[str], outage: float) -> None:
     """The bad day, on a schedule relative to the run's length."""
     assert c.proxy is not None
     await asyncio.sleep(seconds * 0.2)
     log.append(f"{time.strftime('%X')} PostgreSQL unreachable")
     c.proxy.cut()
-    # Longer than a lease (6 s here), as measured against the database's own clock.
-    await asyncio.sleep(10)
+    # Longer than a lease.
+    await asyncio.sleep(outage)
     c.proxy.restore()
     log.append(f"{time.strftime('%X')} PostgreSQL back")
     await asyncio.sleep(seconds * 0.2)
@@ -255,6 +279,14 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--no-flood", action="store_true", help="without the idle/garbage flood")
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=18,
+        help="RAP_SESSION_LEASE_TTL_SECONDS (heartbeats every sixth of it)",
+    )
+    parser.add_argument("--no-faults", action="store_true", help="without the outage, flush and kill")
     args = parser.parse_args()
     postgres = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     with tempfile.TemporaryDirectory(prefix="rap-soak-") as tmp:
@@ -263,14 +295,37 @@ def main() -> None:
         bus = PrivateRedis(work)
         bus.start()
         try:
-            with cluster(postgres, work, bus.url, replicas=2, database_proxy=True) as c:
-                run(c, bus, sshd, args.clients, args.seconds)
+            timing = {
+                "RAP_SESSION_LEASE_TTL_SECONDS": str(args.lease_ttl),
+                "RAP_WORKER_HEARTBEAT_SECONDS": str(max(1, args.lease_ttl // 6)),
+            }
+            with cluster(postgres, work, bus.url, replicas=2, database_proxy=True, **timing) as c:
+                run(
+                    c,
+                    bus,
+                    sshd,
+                    args.clients,
+                    args.seconds,
+                    flood_on=not args.no_flood,
+                    faults_on=not args.no_faults,
+                    outage=args.lease_ttl + 4,
+                )
         finally:
             bus.stop()
             sshd.stop()
 
 
-def run(c: Cluster, bus: PrivateRedis, sshd: Any, clients: int, seconds: float) -> None:
+def run(
+    c: Cluster,
+    bus: PrivateRedis,
+    sshd: Any,
+    clients: int,
+    seconds: float,
+    *,
+    flood_on: bool,
+    faults_on: bool,
+    outage: float,
+) -> None:
     worker = c.enroll_worker("soak")
     assert worker.process is not None
     resource_id = c.ssh_resource(sshd)
@@ -282,21 +337,23 @@ def run(c: Cluster, bus: PrivateRedis, sshd: Any, clients: int, seconds: float) 
     direct_url = next(w.direct_url for w in c.admin.admin.ListWorkers(admin_pb2.ListWorkersRequest()).workers)
     host, port = direct_url.removeprefix("wss://").split("/")[0].rsplit(":", 1)
     stats, flood_counts, fault_log = Stats(), collections.Counter[str](), list[str]()
+    samples: list[dict[str, float]] = []
 
     async def go() -> None:
         stop = asyncio.Event()
         targets = [r.target for r in c.replicas]
         soakers = [Client(i, targets, c.admin.token, stats) for i in range(clients)]
         tasks = [asyncio.create_task(s.run(resource_id, stop)) for s in soakers]
-        tasks.append(
-            asyncio.create_task(
-                flood(host, int(port), (worker.state_dir / CA).read_text(), stop, flood_counts)
-            )
-        )
-        bad_day = asyncio.create_task(faults(c, bus, seconds, fault_log))
-        await asyncio.sleep(seconds)
+        if flood_on:
+            ca = (worker.state_dir / CA).read_text()
+            tasks.append(asyncio.create_task(flood(host, int(port), ca, stop, flood_counts)))
+        bad_day = asyncio.create_task(faults(c, bus, seconds, fault_log, outage)) if faults_on else None
+        for _ in range(4):
+            await asyncio.sleep(seconds / 4)
+            samples.append({n: rss_and_fds(p)[0] for n, p in processes.items() if _alive(p)})
         stop.set()
-        await bad_day
+        if bad_day is not None:
+            await bad_day
         await asyncio.wait(tasks, timeout=120)
 
     started = time.monotonic()
@@ -310,7 +367,7 @@ def run(c: Cluster, bus: PrivateRedis, sshd: Any, clients: int, seconds: float) 
         if not live or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    after = {name: rss_and_fds(pid) for name, pid in processes.items() if Path(f"/proc/{pid}").exists()}
+    after = {name: rss_and_fds(pid) for name, pid in processes.items() if _alive(pid)}
     lost_terminates = [s for s in stats.terminated if states.get(s) not in ("terminated", "failed")]
     refused = {k: v for k, v in stats.errors.items() if k.startswith("bind_refused")}
     latency = sorted(stats.bind_latency)
@@ -323,6 +380,9 @@ def run(c: Cluster, bus: PrivateRedis, sshd: Any, clients: int, seconds: float) 
         print(f"  fault: {line}")
     print(f"  flood alongside: {dict(flood_counts)}")
     print(f"  errors by kind: {dict(stats.errors) or 'none'}")
+    for kind, times in stats.when.items():
+        spans = collections.Counter(times)
+        print(f"    {kind}: " + ", ".join(f"{t} x{n}" for t, n in sorted(spans.items())))
     print(f"  retries by kind (after ambiguous failures, same request_id): {dict(stats.retries) or 'none'}")
     if latency:
         p50 = statistics.median(latency)
@@ -342,6 +402,9 @@ def run(c: Cluster, bus: PrivateRedis, sshd: Any, clients: int, seconds: float) 
     print(
         f"  lost terminates: {len(lost_terminates)} ({'meets' if not lost_terminates else 'MISSES'} target 0)"
     )
+    for name in processes:
+        trail = " -> ".join(f"{q[name]:.0f}" for q in samples if name in q)
+        print(f"  {name}: RSS at each quarter of the run: {trail} MiB")
     for name, (rss, fds) in before.items():
         if name in after:
             rss2, fds2 = after[name]

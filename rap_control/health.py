@@ -98,7 +98,7 @@ class HealthMonitor:
             return False
 
     async def _database(self) -> None:
-        await self._db.run(lambda uow: uow.session.execute(text("SELECT 1")))
+        await self._db.run_system(lambda uow: uow.session.execute(text("SELECT 1")))
 
     async def _bus(self) -> None:
         if not await self._coordination.healthy():

@@ -58,7 +58,11 @@ _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009
 PROTOCOLS = {"ssh": resource_pb2.PROTOCOL_SSH, "tcp": resource_pb2.PROTOCOL_TCP}
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
 RESOLVE_TIMEOUT = 15.0
+# How long a session waits for its credential through a control-plane outage.
+RESOLVE_DEADLINE = 60.0
+RESOLVE_BACKOFF_CAP = 4.0
 ATTACHMENT_TIMEOUT = 5.0
+ATTACHMENT_ATTEMPTS = 4
 # A token naming a key we do not know makes us fetch the keys again, this often at most.
 JWKS_REFRESH_MIN_INTERVAL = 1.0
 
@@ -221,17 +225,27 @@ class Agent:
 
     async def fetch_attachment(self, attachment_id: str) -> AttachmentInfo | None:
         """The attachment as PostgreSQL has it (GetAttachment), for a bind whose notice has
-        not arrived; None when it is not this worker's or the control plane is not reachable."""
-        if self._channel is None:
-            return None
-        try:
-            response = await worker_pb2_grpc.WorkerServiceStub(self._channel).GetAttachment(
-                worker_pb2.GetAttachmentRequest(attachment_id=attachment_id), timeout=ATTACHMENT_TIMEOUT
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.info("attachment %s not fetched: %s", attachment_id, _rpc_reason(exc))
-            return None
-        return _attachment_info(response.attachment)
+        not arrived; None when it is not this worker's. While the stream reconnects (a
+        replica went away) it waits for it, and tries again on UNAVAILABLE, briefly."""
+        for attempt in range(ATTACHMENT_ATTEMPTS):
+            if self._channel is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.connected.wait(), ATTACHMENT_TIMEOUT)
+            channel = self._channel
+            if channel is None:
+                return None
+            try:
+                response = await worker_pb2_grpc.WorkerServiceStub(channel).GetAttachment(
+                    worker_pb2.GetAttachmentRequest(attachment_id=attachment_id), timeout=ATTACHMENT_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.info("attachment %s not fetched: %s", attachment_id, _rpc_reason(exc))
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == ATTACHMENT_ATTEMPTS - 1:
+                    return None
+                await asyncio.sleep(0.25 * 2**attempt)
+                continue
+            return _attachment_info(response.attachment)
+        return None
 
     async def refresh_jwks(self) -> bool:
         """Fetch the published keys again (a token named a key we do not know: a Welcome
@@ -528,25 +542,57 @@ class Agent:
         return credential
 
     async def _resolve(self, assignment: worker_pb2.Assignment) -> Credential:
-        if self._channel is None:
-            raise AdapterError(
-                "not_connected", "no stream to the control plane to resolve the secret through"
-            )
-        response = await resolver_pb2_grpc.SecretResolverStub(self._channel).ResolveSecret(
-            resolver_pb2.ResolveSecretRequest(
-                organization_id=assignment.organization_id,
-                resource_id=assignment.resource_id,
-                worker_id=self.worker_id,
-                session_id=assignment.session_id,
-                secret_ref=assignment.secret_ref,
-                lease_token=assignment.lease_token,
-            ),
-            timeout=RESOLVE_TIMEOUT,
-        )
-        try:
-            return from_resolved(response)
-        finally:
-            response.Clear()
+        """The session's credential, retried through a control-plane outage.
+
+        UNAVAILABLE (the database or the replica is away), no stream (it is
+        reconnecting) and ``lease_expired`` (the lease lapsed only because its
+        heartbeats could not be recorded; the first heartbeat recorded after the
+        outage revives it) are retried with backoff until RESOLVE_DEADLINE; every
+        other refusal fails the session. A
+        lease that lapsed for real fails the session meanwhile, and its Terminate
+        cancels this. The running assignment is read again on each try: a
+        reconnect re-sends it with a fresh lease token.
+        """
+        session_id = assignment.session_id
+        deadline = asyncio.get_running_loop().time() + RESOLVE_DEADLINE
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline - asyncio.get_running_loop().time()
+            running = self.sessions.get(session_id)
+            current = running.assignment if running is not None else assignment
+            if self._channel is None and left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.connected.wait(), left)
+            channel = self._channel
+            if channel is None:
+                raise AdapterError(
+                    "not_connected", "no stream to the control plane to resolve the secret through"
+                )
+            try:
+                response = await resolver_pb2_grpc.SecretResolverStub(channel).ResolveSecret(
+                    resolver_pb2.ResolveSecretRequest(
+                        organization_id=current.organization_id,
+                        resource_id=current.resource_id,
+                        worker_id=self.worker_id,
+                        session_id=session_id,
+                        secret_ref=current.secret_ref,
+                        lease_token=current.lease_token,
+                    ),
+                    timeout=RESOLVE_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as exc:
+                transient = exc.code() == grpc.StatusCode.UNAVAILABLE or _rpc_reason(exc) == "lease_expired"
+                if not transient or asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.info("resolving session %s again: %s", session_id, _rpc_reason(exc))
+                pause = min(RESOLVE_BACKOFF_CAP, 0.25 * 2 ** min(attempt, 8)) * _JITTER.uniform(0.8, 1.2)
+                await asyncio.sleep(pause)
+                continue
+            try:
+                return from_resolved(response)
+            finally:
+                response.Clear()
 
     @staticmethod
     async def _connect(

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,7 @@ class WorkerStreams:
         self.hub = StreamHub()
         # worker id -> (the sessions it runs, its bound attachments, its stream)
         self._beats: dict[uuid.UUID, tuple[list[uuid.UUID], list[uuid.UUID], WorkerStream]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._flush_interval = min(1.0, timing.heartbeat_seconds / 4)
 
     async def run_heartbeats(self) -> None:
@@ -161,7 +162,9 @@ class WorkerStreams:
         outage = self._db.unavailable_within(
             self._timing.lease_ttl_seconds + 2 * self._timing.heartbeat_seconds
         )
-        result = await self._db.run(lambda uow: self._sessions.heartbeats(uow, beats, after_outage=outage))
+        result = await self._db.run_system(
+            lambda uow: self._sessions.heartbeats(uow, beats, after_outage=outage)
+        )
         for worker_id in result.revoked:
             batch[worker_id][2].close(PermissionDenied("this worker was revoked", reason="worker_revoked"))
         for worker_id, ended in result.ended.items():
@@ -169,7 +172,8 @@ class WorkerStreams:
                 batch[worker_id][2].send(_terminate(session_id, how))
         for worker_id, session_ids in result.undelivered.items():
             for session_id in session_ids:
-                await self._deliver(worker_id, session_id)
+                # In the background: the next flush must not wait for deliveries.
+                self._spawn(self._deliver(worker_id, session_id))
         for worker_id, attachments in result.ended_attachments.items():
             for attachment in attachments:
                 batch[worker_id][2].send(session_convert.attachment_update(attachment))
@@ -178,6 +182,20 @@ class WorkerStreams:
             await self._coordination.claim_workers(alive)
         except Unavailable:
             log.warning("could not refresh %d worker routes: the coordination bus is unavailable", len(alive))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._logged(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except RapError as exc:
+            log.warning("a delivery failed: %s", exc.reason)
+        except Exception as exc:
+            log.error("a delivery failed: %s", type(exc).__name__)
 
     async def _deliver(self, worker_id: uuid.UUID, session_id: uuid.UUID) -> None:
         stream = self.hub.get(worker_id)

@@ -65,9 +65,27 @@ class UnitOfWork:
 class Database:
     """Owns the engine and the pool of threads that run units of work."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, system_pool_size: int = 2) -> None:
         self.url = url
-        self.engine: Engine = create_engine(
+        self.engine: Engine = self._engine(url, pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # One thread per pooled connection: a unit never waits for a connection.
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="rap-db")
+        # Liveness work (recording heartbeats, sweeping leases, health probes) has
+        # connections and threads of its own: however many user calls queue for the
+        # main pool, a worker's heartbeats are recorded on time and its leases do not
+        # lapse because the control plane was busy.
+        self._system_engine = self._engine(url, system_pool_size)
+        self._system_sessions = sessionmaker(self._system_engine, expire_on_commit=False)
+        self._system_executor = ThreadPoolExecutor(
+            max_workers=system_pool_size, thread_name_prefix="rap-db-sys"
+        )
+        # When a unit last failed for want of the database (monotonic seconds).
+        self._unavailable_at: float | None = None
+
+    @staticmethod
+    def _engine(url: str, pool_size: int) -> Engine:
+        return create_engine(
             url,
             pool_size=pool_size,
             max_overflow=0,
@@ -80,11 +98,6 @@ class Database:
             # depth, since an unexpected error's traceback goes to the server log.
             hide_parameters=True,
         )
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # One thread per pooled connection: a unit never waits for a connection.
-        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="rap-db")
-        # When a unit last failed for want of the database (monotonic seconds).
-        self._unavailable_at: float | None = None
 
     def unavailable_within(self, seconds: float) -> bool:
         """Whether a unit of work failed for want of the database in the last ``seconds``.
@@ -96,14 +109,14 @@ class Database:
         return at is not None and time.monotonic() - at < seconds
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[UnitOfWork]:
+    def transaction(self, *, system: bool = False) -> Iterator[UnitOfWork]:
         """A unit of work, synchronously (for the CLI and the thread pool).
 
         An operational database error (lost or refused connection, deadlock,
         timeout) becomes :class:`Unavailable`, "retry later": the one place
         that lower-level error is mapped.
         """
-        session = self._sessions()
+        session = self._system_sessions() if system else self._sessions()
         uow = UnitOfWork(session)
         try:
             yield uow
@@ -127,9 +140,9 @@ class Database:
         finally:
             session.close()
 
-    def run_sync(self, fn: Callable[[UnitOfWork], T]) -> T:
+    def run_sync(self, fn: Callable[[UnitOfWork], T], *, system: bool = False) -> T:
         """Run ``fn`` in one transaction on the calling thread."""
-        with self.transaction() as uow:
+        with self.transaction(system=system) as uow:
             return fn(uow)
 
     async def run(self, fn: Callable[[UnitOfWork], T]) -> T:
@@ -137,7 +150,16 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(self.run_sync, fn))
 
+    async def run_system(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """:meth:`run` for liveness work, on its own connections and threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._system_executor, functools.partial(self.run_sync, fn, system=True)
+        )
+
     def close(self) -> None:
         """Stop the thread pool and close every pooled connection."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._system_executor.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
+        self._system_engine.dispose()

@@ -227,6 +227,17 @@ class SessionRepository:
             .returning(m.SessionLease)
         ).one()
 
+    def restart_lease(self, session_id: uuid.UUID, ttl_seconds: int) -> None:
+        """Start an unreleased lease's clock again: the Assignment just went out. A lease
+        that lapsed before its session was ever delivered (a database outage, a lost
+        notice) had no worker to renew it; its session is still live (the sweeper would
+        have released the lease), so it gets its full time from now."""
+        self._s.execute(
+            update(m.SessionLease)
+            .where(m.SessionLease.session_id == session_id, m.SessionLease.released_at.is_(None))
+            .values(expires_at=func.now() + _interval(ttl_seconds))
+        )
+
     def lease_of(self, session_id: uuid.UUID) -> m.SessionLease | None:
         """The session's current (unreleased) lease."""
         return self._s.scalars(

@@ -117,10 +117,16 @@ class WorkerSessions:
     def deliver(self, uow: UnitOfWork, worker_id: uuid.UUID, session_id: uuid.UUID) -> Assignment | None:
         """Mark a requested session assigned and build its Assignment; None when it
         was delivered already (by a heartbeat or another notice) or has ended."""
-        session = SessionRepository(uow.session).transition(
+        repo = SessionRepository(uow.session)
+        session = repo.transition(
             session_id, [SessionState.REQUESTED], SessionState.ASSIGNED, worker_id=worker_id
         )
-        return self._assignment(uow, session) if session is not None else None
+        if session is None:
+            return None
+        # The lease's clock starts when the worker is told, not when the session was
+        # written: a delivery slowed by load must not eat the worker's first heartbeats.
+        repo.restart_lease(session_id, self._timing.lease_ttl_seconds)
+        return self._assignment(uow, session)
 
     def acknowledge(
         self,

@@ -92,15 +92,15 @@ class LeaseSweeper:
                 continue
             try:
                 while True:
-                    ended = await self._db.run(self.sweep_once)
+                    ended = await self._db.run_system(self.sweep_once)
                     for item in ended:
                         log.warning("session %s failed: its lease lapsed", item.session_id)
                         await on_ended(item)
                     if len(ended) < BATCH:
                         break
-                await self._db.run(idempotency.prune)
+                await self._db.run_system(idempotency.prune)
                 while True:
-                    ended = await self._db.run(self.end_overdue_once)
+                    ended = await self._db.run_system(self.end_overdue_once)
                     for item in ended:
                         log.info(
                             "session %s ended: past its idle timeout or maximum duration", item.session_id
