@@ -72,3 +72,22 @@ def test_other_refusals_never_fetch() -> None:
     with pytest.raises(BindRefused) as refused:
         asyncio.run(DataPlane(host)._verify("not-a-token"))
     assert refused.value.error.reason == "malformed" and host.refreshes == 0
+
+
+def test_the_record_of_attachments_is_pruned_as_sessions_end_and_bounded() -> None:
+    from rap_worker import dataplane
+    from rap_worker.dataplane import AttachmentInfo
+
+    plane = DataPlane(Host(refresh_allowed=False))
+
+    async def go() -> None:
+        for i in range(3):
+            await plane.attachment_update(AttachmentInfo(f"a{i}", "s1", "u", "active", ["terminal"]))
+        await plane.attachment_update(AttachmentInfo("b", "s2", "u", "active", ["terminal"]))
+        await plane.session_ended("s1")
+        assert list(plane.attachments) == ["b"]
+        for i in range(dataplane.MAX_ATTACHMENTS + 10):
+            await plane.attachment_update(AttachmentInfo(f"c{i}", "s3", "u", "detached", ["terminal"]))
+        assert len(plane.attachments) == dataplane.MAX_ATTACHMENTS
+
+    asyncio.run(go())
