@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import select
 
 from rap_control.cli import _ProgressBar
 from rap_control.secrets.rewrap import RewrapProgress
@@ -21,7 +22,12 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place() -> None:
     try:
         with os.fdopen(follower, "w", closefd=False) as stream:
             _steps(_ProgressBar(stream))
-        shown = os.read(leader, 4096).decode()
+        # A pty hands over what was written in pieces: read until the bar's last line ended.
+        shown = ""
+        while not ("500/500" in shown and shown.endswith("\n")):
+            ready, _, _ = select.select([leader], [], [], 10)
+            assert ready, f"the pty showed only {shown!r}"
+            shown += os.read(leader, 4096).decode()
     finally:
         os.close(leader)
         os.close(follower)
