@@ -37,6 +37,26 @@ def database_url(settings: Settings) -> str:
     return embedded_database_url(settings.data_dir)
 
 
+def existing_database_url(settings: Settings) -> str:
+    """The database of an operator command that works on what the control plane made:
+    DATABASE_URL, or the embedded one, which must exist already. A command never creates
+    a second, empty database (and a key) somewhere the operator did not mean; without
+    one it stops with a line that says where it looked."""
+    if not settings.database_url and not (settings.data_dir / "postgres").is_dir():
+        raise ConfigError(
+            f"no RAP database in {settings.data_dir}: run this where the control plane keeps its data "
+            "(scripts/dev keeps it in ./.rap-data), or set RAP_DATA_DIR or DATABASE_URL"
+        )
+    url = database_url(settings)
+    from rap_control.db.migrate import has_schema
+
+    if not has_schema(url):
+        raise ConfigError(
+            "the database has no RAP schema yet: run `rap-control migrate` (or start the control plane)"
+        )
+    return url
+
+
 def _guarded(main: Callable[[argparse.Namespace, Settings], int], args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
@@ -168,8 +188,10 @@ def _workers_token(args: argparse.Namespace, settings: Settings) -> int:
         )
         return enrollment.issue_token(uow, org, args.name, args.ttl, Actor.system(), None, args.role)
 
+    url = existing_database_url(settings)
+    _prepare_schema(settings, url)
     provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
-    db = Database(database_url(settings), pool_size=1)
+    db = Database(url, pool_size=1)
     try:
         issued = db.run_sync(issue)
     finally:
@@ -191,7 +213,9 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from rap_control.ids import require_id
 
     chains = [chain_id_for(require_id(args.organization, "--organization"))] if args.organization else None
-    db = Database(database_url(settings), pool_size=1)
+    url = existing_database_url(settings)
+    _prepare_schema(settings, url)
+    db = Database(url, pool_size=1)
     try:
         result = db.run_sync(lambda uow: AuditLog().verify(uow, chains))
     finally:
@@ -210,9 +234,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.keys_command == "generate":
         return _generate_key(args, settings)
-    provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
-    url = database_url(settings)
+    url = existing_database_url(settings)
     _prepare_schema(settings, url)
+    provider = load_provider(settings.keys, settings.data_dir, production=settings.production)
     db = Database(url, pool_size=1)
     try:
         audit = AuditLog()

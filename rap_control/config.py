@@ -116,7 +116,7 @@ class Settings:
             app_env=app_env,
             database_url=_database_url(env),
             redis_url=env.get("REDIS_URL") or None,
-            data_dir=Path(env.get("RAP_DATA_DIR") or Path.home() / ".local" / "share" / "rap").expanduser(),
+            data_dir=default_data_dir(env),
             listen_host=host,
             listen_port=port,
             tls_cert_file=cert,
@@ -189,6 +189,21 @@ def _choice(env: Mapping[str, str], name: str, kind: type[E], default: E) -> E:
         if raw.strip().lower() == member.value.lower():
             return member
     raise ConfigError(f"{name} must be one of {', '.join(m.value for m in kind)}")
+
+
+DEV_DATA_DIR = ".rap-data"
+
+
+def default_data_dir(env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """Where the embedded database and development keys live, found the same way by every
+    command: RAP_DATA_DIR when set; else ``./.rap-data`` when the current directory has
+    one (``scripts/dev`` keeps its data there); else ``~/.local/share/rap``."""
+    if env.get("RAP_DATA_DIR"):
+        return Path(env["RAP_DATA_DIR"]).expanduser()
+    local = (cwd or Path.cwd()) / DEV_DATA_DIR
+    if local.is_dir():
+        return local
+    return Path.home() / ".local" / "share" / "rap"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

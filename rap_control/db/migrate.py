@@ -38,3 +38,16 @@ def is_at_head(url: str) -> bool:
     finally:
         engine.dispose()
     return current == set(script.get_heads())
+
+
+def has_schema(url: str) -> bool:
+    """Whether the database at ``url`` was ever migrated (it has an Alembic revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return bool(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()

@@ -190,3 +190,62 @@ def test_production_refuses_a_schema_that_is_not_current(postgres_url: str, tmp_
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["audit", "verify"], ["workers", "token", "--organization", "x", "--name", "w"], ["keys", "status"]],
+)
+def test_an_operator_command_without_a_database_says_where_it_looked_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Run in a new shell, away from the data: one line, no traceback, no second database."""
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        [str(BIN / "rapctl"), *command],
+        env={k: v for k, v in _env(HOME=str(home)).items() if k != "RAP_DATA_DIR"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no RAP database in" in result.stderr and "RAP_DATA_DIR" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (home / ".local" / "share" / "rap").exists(), "nothing was created"
+
+
+def test_operator_commands_find_the_development_data_in_the_current_directory(
+    served: tuple[str, dict[str, str]], data_dir: Path
+) -> None:
+    """`scripts/dev` keeps its data in ./.rap-data; a new shell in that directory finds it
+    without RAP_DATA_DIR."""
+    _, env = served
+    project = data_dir / "project"
+    project.mkdir()
+    (project / ".rap-data").symlink_to(data_dir)
+    bare = {k: v for k, v in env.items() if k != "RAP_DATA_DIR"}
+    subprocess.run(
+        [str(BIN / "rapctl"), "bootstrap", "--organization", "here", "--admin-email", "ops@here.test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for command in (
+        ["audit", "verify"],
+        ["keys", "status"],
+        ["workers", "token", "--organization", "here", "--name", "w"],
+    ):
+        result = subprocess.run(
+            [str(BIN / "rapctl"), *command],
+            env=bare,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, (command, result.stderr)
