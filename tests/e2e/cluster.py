@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import psycopg2
 from google.protobuf import struct_pb2
 
@@ -90,12 +91,21 @@ class Cluster:
         )
         return str(resource.id)
 
-    def start(self, resource_id: str, client: Client | None = None) -> session_pb2.Session:
-        return (
-            (client or self.admin)
-            .sessions.StartSession(session_pb2.StartSessionRequest(resource_id=resource_id))
-            .session
-        )
+    def start(
+        self, resource_id: str, client: Client | None = None, timeout: float = 30
+    ) -> session_pb2.Session:
+        """StartSession as a careful client makes it: retried on UNAVAILABLE (the workers
+        are reconnecting, or their heartbeats are late on a loaded machine) with the same
+        request_id, until the state it needs is there."""
+        request = session_pb2.StartSessionRequest(resource_id=resource_id, request_id=uuid.uuid4().hex)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return (client or self.admin).sessions.StartSession(request).session
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(0.1)
 
     def wait_state(
         self, session_id: str, states: set[int], timeout: float = 30, client: Client | None = None
