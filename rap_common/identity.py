@@ -249,6 +249,39 @@ async def enroll(
     )
 
 
+def enroll_state_dir(
+    state_dir: Path,
+    *,
+    control: str,
+    token_file: str | None,
+    tls_ca_file: str | None,
+    name: str,
+    host_names: list[str],
+    role: str,
+    force: bool,
+) -> PlatformIdentity:
+    """``rap-worker enroll`` and ``rap-gateway enroll``: enroll and write the identity's
+    files, refusing to overwrite an enrolled identity unless ``force``."""
+    import asyncio
+
+    state = StateDir(state_dir)
+    if state.exists() and not force:
+        raise ConfigError(f"{state.path} already holds an enrolled identity (use --force to enroll anew)")
+    ca = Path(tls_ca_file).read_bytes() if tls_ca_file else None
+    identity = asyncio.run(
+        enroll(
+            control,
+            enrollment_token(token_file),
+            name,
+            host_names,
+            tls_ca_pem=ca,
+            expected_role=role,
+        )
+    )
+    state.save(identity)
+    return identity
+
+
 async def renew(channel: grpc.aio.Channel, identity: PlatformIdentity) -> PlatformIdentity:
     """A fresh key and certificate of the same identity and role, from the platform CA."""
     key_pem, csr_pem = new_key_and_csr(f"rap-{identity.role}-{identity.identity_id}")

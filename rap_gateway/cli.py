@@ -35,8 +35,7 @@ from rap_common.identity import (
     KEY,
     ROLE_GATEWAY,
     StateDir,
-    enroll,
-    enrollment_token,
+    enroll_state_dir,
     fetch_data_plane_keys,
     platform_channel,
     renew,
@@ -49,22 +48,17 @@ log = logging.getLogger("rap_gateway")
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    state = StateDir(Path(args.state_dir))
-    if state.exists() and not args.force:
-        raise ConfigError(f"{state.path} already holds an enrolled identity (use --force to enroll anew)")
-    ca = Path(args.tls_ca_file).read_bytes() if args.tls_ca_file else None
-    identity = asyncio.run(
-        enroll(
-            args.control,
-            enrollment_token(args.token_file),
-            args.name,
-            [],
-            tls_ca_pem=ca,
-            expected_role=ROLE_GATEWAY,
-        )
+    identity = enroll_state_dir(
+        Path(args.state_dir),
+        control=args.control,
+        token_file=args.token_file,
+        tls_ca_file=args.tls_ca_file,
+        name=args.name,
+        host_names=[],
+        role=ROLE_GATEWAY,
+        force=args.force,
     )
-    state.save(identity)
-    print(f"enrolled gateway {identity.identity_id}; key and certificate are in {state.path}")
+    print(f"enrolled gateway {identity.identity_id}; key and certificate are in {args.state_dir}")
     return 0
 
 

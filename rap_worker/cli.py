@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from rap_common.errors import ConfigError
-from rap_common.identity import ROLE_WORKER, StateDir, enroll, enrollment_token
+from rap_common.identity import ROLE_WORKER, StateDir, enroll_state_dir
 from rap_common.logging import configure_logging
 from rap_worker.agent import PROTOCOLS, Agent, AgentConfig, WorkerRevoked
 
@@ -26,22 +26,17 @@ log = logging.getLogger("rap_worker")
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    state = StateDir(Path(args.state_dir))
-    if state.exists() and not args.force:
-        raise ConfigError(f"{state.path} already holds an enrolled worker (use --force to enroll anew)")
-    ca = Path(args.tls_ca_file).read_bytes() if args.tls_ca_file else None
-    identity = asyncio.run(
-        enroll(
-            args.control,
-            enrollment_token(args.token_file),
-            args.name,
-            args.direct_host or [],
-            tls_ca_pem=ca,
-            expected_role=ROLE_WORKER,
-        )
+    identity = enroll_state_dir(
+        Path(args.state_dir),
+        control=args.control,
+        token_file=args.token_file,
+        tls_ca_file=args.tls_ca_file,
+        name=args.name,
+        host_names=args.direct_host or [],
+        role=ROLE_WORKER,
+        force=args.force,
     )
-    state.save(identity)
-    print(f"enrolled worker {identity.identity_id}; key and certificate are in {state.path}")
+    print(f"enrolled worker {identity.identity_id}; key and certificate are in {args.state_dir}")
     return 0
 
 
