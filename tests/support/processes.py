@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -170,15 +169,15 @@ class WorkerProcess:
         nofile: int | None = None,
         **env: str,
     ) -> WorkerProcess:
-        """Run the agent; ``nofile`` caps its open files (soft and hard), like a stock host."""
+        """Run the agent; ``nofile`` caps its open files (soft and hard), like a stock host.
 
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
+        The cap is set by util-linux ``prlimit``, which execs the agent: a ``preexec_fn``
+        would run Python in a fork of this multi-threaded (gRPC) process, which is unsafe."""
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile is not None else []
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
+                    *limit,
                     sys.executable,
                     "-m",
                     "tests.support.worker_probe",
@@ -196,7 +195,6 @@ class WorkerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                preexec_fn=limit if nofile is not None else None,
             )
         wait_for("connected to", self.log, self.process)
         return self
