@@ -351,8 +351,12 @@ class WorkerStreams:
                     max(1, rejected.count),
                 )
             )
+        elif kind == "hello":
+            raise InvalidArgument("Hello comes once, first, on Connect", reason="bad_message")
         else:
-            raise InvalidArgument(f"unexpected {kind or 'empty'} message on Connect", reason="bad_message")
+            # A kind this replica does not know (a newer worker's): ignored, not a reason to
+            # tear the stream down, so that the stream can grow without breaking workers.
+            log.info("ignored a message of a kind this replica does not know from worker %s", worker_id)
 
     def _hello(self, hello: Any) -> WorkerHello:
         protocols = []

@@ -394,3 +394,16 @@ def test_a_refused_start_leaves_its_request_id_free_for_the_retry(admin: Client,
     with sql.cursor() as cur:
         cur.execute("SELECT count(*) FROM idempotency_keys WHERE request_id = %s", (request.request_id,))
         assert cur.fetchone() == (0,), "the refusal rolled the claim back"
+
+
+def test_a_message_kind_the_control_plane_does_not_know_is_ignored_not_fatal(
+    admin: Client, worker: RawWorker
+) -> None:
+    """A newer worker may send a kind this replica does not know: the stream stays up."""
+    unknown = worker_pb2.ConnectRequest()
+    unknown.MergeFromString(b"\xba\x06\x05later")  # field 103, not in this contract
+    assert unknown.WhichOneof("message") is None and unknown.SerializeToString()
+    worker._requests.put(unknown)
+    session = _start(admin, _resource(admin))
+    assert worker.assignment(session.id).session_id == session.id, "the same stream still delivers"
+    assert worker.error is None
