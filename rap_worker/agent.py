@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import ssl
+import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -513,7 +514,14 @@ class Agent:
             log.warning("session %s failed: the secret was not resolved (%s)", session_id, reason)
             self._end(session_id, session_pb2.SESSION_STATE_FAILED, f"resolve_{reason}"[:64])
         except Exception as exc:  # every failure reaches the control plane, not just the expected ones
-            log.exception("session %s failed unexpectedly", session_id)
+            # The type and where it was raised, never the message: a library's text can
+            # quote what it was handed, and this session held a credential.
+            log.error(
+                "session %s failed unexpectedly: %s\n%s",
+                session_id,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             self._end(
                 session_id,
                 session_pb2.SESSION_STATE_FAILED,
@@ -632,7 +640,7 @@ class Agent:
         identity = await asyncio.to_thread(self._state.load, ROLE_WORKER)
         renewed = await platform_identity.renew(channel, identity)
         await asyncio.to_thread(self._state.save, renewed)
-        self._load_certificate()  # new direct connections get the new certificate
+        await asyncio.to_thread(self._load_certificate)  # new direct connections get the new one
         log.info(
             "renewed the worker certificate; it expires %s",
             renewed.certificate().not_valid_after_utc.isoformat(),

@@ -86,15 +86,21 @@ async def test_the_agent_fetches_the_published_keys_with_its_own_identity_rate_l
 
 
 async def test_an_unexpected_failure_in_a_session_reaches_the_control_plane_at_once(
-    server: ServerThread, org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: ServerThread,
+    org: Org,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An exception no adapter expected (here, in the TCP adapter) fails the session with
     a reason right away; before, the session stayed `starting` until its lease lapsed."""
     from rap.v1 import resource_pb2, session_pb2
     from rap_worker import agent as agent_module
 
+    canary = f"adapter-bug-{uuid.uuid4().hex}"
+
     async def broken(address: str) -> None:
-        raise RuntimeError("an adapter bug")
+        raise RuntimeError(canary)
 
     monkeypatch.setattr(agent_module.tcp, "connect", broken)
     with server.channel() as channel:
@@ -135,6 +141,10 @@ async def test_an_unexpected_failure_in_a_session_reaches_the_control_plane_at_o
                 await asyncio.sleep(0.05)
             assert ended.state == session_pb2.SESSION_STATE_FAILED
             assert ended.end_reason == "worker_error_runtimeerror"
+            # The log has the type and where, never the message (a library's text could quote
+            # what it was handed).
+            assert "failed unexpectedly: RuntimeError" in caplog.text
+            assert canary not in caplog.text
         finally:
             agent.shutdown()
             await asyncio.wait_for(running, 30)
