@@ -103,7 +103,7 @@ class _ControlPlane:
                 await asyncio.sleep(30)
                 continue
             await asyncio.to_thread(self._state.save, renewed)
-            upstream.load_cert_chain(self._state.path / CERT, self._state.path / KEY)
+            await asyncio.to_thread(upstream.load_cert_chain, self._state.path / CERT, self._state.path / KEY)
             log.info("renewed the gateway certificate")
 
 
