@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from rap.v1 import admin_pb2, admin_pb2_grpc
-from rap_common.errors import Unavailable
 from rap_common.identity import PROTO_TO_ROLE, ROLE_WORKER
 from rap_control.api import convert
 from rap_control.api.calls import Calls
 from rap_control.api.keys import KeyRpcs
 from rap_control.api.signing import SigningKeyRpcs
-from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
+from rap_control.coordination.types import Coordination, EventKind, WorkerEvent, notify_best_effort
 from rap_control.db.engine import UnitOfWork
 from rap_control.identity.service import IdentityService
 from rap_control.identity.types import User, UserPatch
@@ -110,9 +108,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if a.worker_id
         ]
         for event in events:
-            # A worker we cannot reach now is told at its next heartbeat or reconnect.
-            with contextlib.suppress(Unavailable):
-                await self._coordination.notify(event)
+            await notify_best_effort(self._coordination, event)
 
     async def CreateApiToken(self, request: Any, context: Any) -> admin_pb2.CreateApiTokenResponse:
         user_id = parse_id(request.user_id, "user_id", required=False)
@@ -177,8 +173,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         worker = await self._calls.run(unit)
         # Close its stream now, wherever it is (its next heartbeat would anyway); the
         # worker then closes every bound connection (4412, worker_revoked).
-        with contextlib.suppress(Unavailable):
-            await self._coordination.notify(WorkerEvent(EventKind.WORKER_REVOKED, worker_id))
+        await notify_best_effort(self._coordination, WorkerEvent(EventKind.WORKER_REVOKED, worker_id))
         return admin_pb2.RevokeWorkerResponse(worker=convert.worker_to_proto(worker))
 
     async def ListEncryptionKeys(self, request: Any, context: Any) -> admin_pb2.ListEncryptionKeysResponse:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
 from rap.v1 import session_pb2, session_pb2_grpc
-from rap_common.errors import Unavailable
 from rap_control.api import convert, session_convert
 from rap_control.api.calls import Calls
 from rap_control.config import Settings
-from rap_control.coordination.types import Coordination, EventKind, WorkerEvent
+from rap_control.coordination.types import Coordination, EventKind, WorkerEvent, notify_best_effort
 from rap_control.db.engine import UnitOfWork
 from rap_control.ids import parse_id, require_id
 from rap_control.paging import page_request
@@ -21,8 +19,6 @@ from rap_control.principal import CallContext
 from rap_control.sessions.attachments import Attached, Attachments
 from rap_control.sessions.service import SessionService
 from rap_control.sessions.types import Session, SessionFilter
-
-log = logging.getLogger(__name__)
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
@@ -117,23 +113,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def _tell_attachment(
         self, worker_id: uuid.UUID | None, session_id: uuid.UUID, attachment_id: uuid.UUID
     ) -> None:
-        if worker_id is None:
-            return
-        try:
-            await self._coordination.notify(
-                WorkerEvent(EventKind.ATTACHMENT_UPDATED, worker_id, session_id, attachment_id)
+        if worker_id is not None:
+            await notify_best_effort(
+                self._coordination,
+                WorkerEvent(EventKind.ATTACHMENT_UPDATED, worker_id, session_id, attachment_id),
             )
-        except Unavailable:
-            log.warning("could not tell worker %s about attachment %s", worker_id, attachment_id)
 
     async def _tell_worker(self, session: Session, kind: EventKind) -> None:
         """Best effort after the commit: PostgreSQL already holds the truth, and the
         worker's next heartbeat (or reconnect) picks up what a lost notice missed."""
-        if session.worker_id is None:
-            return
-        try:
-            await self._coordination.notify(WorkerEvent(kind, session.worker_id, session.id))
-        except Unavailable:
-            log.warning(
-                "could not notify worker %s of session %s; its heartbeat will", session.worker_id, session.id
-            )
+        if session.worker_id is not None:
+            await notify_best_effort(self._coordination, WorkerEvent(kind, session.worker_id, session.id))

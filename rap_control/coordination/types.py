@@ -9,13 +9,16 @@ parsing refuses anything but its known keys.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from rap_common.errors import InternalError
+from rap_common.errors import InternalError, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 class EventKind(StrEnum):
@@ -102,3 +105,15 @@ class Coordination(Protocol):
         Raises Unavailable when the bus cannot be reached.
         """
         ...
+
+
+async def notify_best_effort(coordination: Coordination, event: WorkerEvent) -> None:
+    """Tell a worker's replica, after the commit that made the change. PostgreSQL holds the
+    truth already: a notice the bus cannot take now reaches the worker through its next
+    heartbeat or reconnect, so an unavailable bus is logged, not raised."""
+    try:
+        await coordination.notify(event)
+    except Unavailable:
+        log.warning(
+            "could not tell worker %s of %s now; its heartbeat will", event.worker_id, event.kind.value
+        )
