@@ -58,7 +58,8 @@ class HealthMonitor:
     async def register(self, servicer: health_aio.HealthServicer, services: Sequence[str]) -> None:
         """Report for ``services`` (and the server as a whole, "") on ``servicer``."""
         self._servicers.append((servicer, ("", *services)))
-        await self._publish(servicer, ("", *services), self.failing is None or not self.failing)
+        # Before the first probe, SERVING (Plane.start probes before any listener starts).
+        await self._publish(servicer, ("", *services), not self.failing)
 
     async def run(self) -> None:
         """Probe until cancelled."""

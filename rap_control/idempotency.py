@@ -27,7 +27,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 KEEP_HOURS = 24
 
 
-def fingerprint(*parts: object) -> bytes:
+def request_digest(*parts: object) -> bytes:
     """A digest of what a request asks for, to tell a retry from another request."""
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
 

@@ -130,7 +130,7 @@ class WorkerStreams:
         self._production = production
         self.hub = StreamHub()
         # worker id -> (the sessions it runs, its bound attachments, its stream)
-        self._beats: dict[uuid.UUID, tuple[list[uuid.UUID], list[uuid.UUID], WorkerStream]] = {}
+        self._beats: dict[uuid.UUID, _Beat] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._flush_interval = min(1.0, timing.heartbeat_seconds / 4)
 

@@ -145,13 +145,15 @@ def attachment_to_proto(
     return out
 
 
-def attachment_update(attachment: Attachment) -> worker_pb2.ConnectResponse:
-    return worker_pb2.ConnectResponse(
-        attachment_update=worker_pb2.AttachmentUpdate(
-            session_id=str(attachment.session_id),
-            attachment_id=str(attachment.id),
-            user_id=str(attachment.user_id),
-            state=_ATTACHMENT_STATES[attachment.state],
-            channels=[_CHANNELS_BACK[c] for c in attachment.channels],
-        )
+def attachment_message(attachment: Attachment) -> worker_pb2.AttachmentUpdate:
+    return worker_pb2.AttachmentUpdate(
+        session_id=str(attachment.session_id),
+        attachment_id=str(attachment.id),
+        user_id=str(attachment.user_id),
+        state=_ATTACHMENT_STATES[attachment.state],
+        channels=[_CHANNELS_BACK[c] for c in attachment.channels],
     )
+
+
+def attachment_update(attachment: Attachment) -> worker_pb2.ConnectResponse:
+    return worker_pb2.ConnectResponse(attachment_update=attachment_message(attachment))

@@ -93,6 +93,4 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             return found
 
         found = await self._db.run(read)
-        return worker_pb2.GetAttachmentResponse(
-            attachment=session_convert.attachment_update(found).attachment_update
-        )
+        return worker_pb2.GetAttachmentResponse(attachment=session_convert.attachment_message(found))

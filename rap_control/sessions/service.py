@@ -9,7 +9,7 @@ from rap_common.errors import FailedPrecondition, Unavailable
 from rap_control.audit.service import AuditLog
 from rap_control.audit.types import EventType
 from rap_control.db.engine import UnitOfWork
-from rap_control.idempotency import IdempotencyKeys, fingerprint
+from rap_control.idempotency import IdempotencyKeys, request_digest
 from rap_control.paging import PageRequest, after_id, split_page
 from rap_control.policy.channels import session_channels
 from rap_control.policy.credentials import credential_paths
@@ -48,7 +48,7 @@ class SessionService:
         first call started (see rap_control.idempotency)."""
         key = None
         if request_id:
-            digest = fingerprint(resource_id, sorted(c.value for c in channels))
+            digest = request_digest(resource_id, sorted(c.value for c in channels))
             key = IdempotencyKeys(ctx.principal.user_id, "StartSession", request_id, digest)
             first = key.claim(uow)
             if first is not None:

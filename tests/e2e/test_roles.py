@@ -196,3 +196,30 @@ def test_a_gateway_token_does_not_enroll_a_worker(plane: Cluster, tmp_path: Path
     )
     assert result.returncode == 2 and "for a gateway, not a worker" in result.stderr
     assert not state.exists()
+
+
+def test_rap_gateway_enroll_says_what_it_did_and_never_echoes_the_token(
+    plane: Cluster, tmp_path: Path
+) -> None:
+    token = _gateway_token(plane)
+    state = tmp_path / "gw"
+    command = [str(BIN / "rap-gateway"), "enroll", "--control", plane.a.target, "--state-dir", str(state)]
+    done = subprocess.run(
+        command, env=base_env(RAP_ENROLLMENT_TOKEN=token), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    identity = StateDir(state).load(ROLE_GATEWAY)
+    assert (
+        done.stdout.strip() == f"enrolled gateway {identity.identity_id}; key and certificate are in {state}"
+    )
+    # The same token again: the control plane's refusal, one line, without the token.
+    again = subprocess.run(
+        [*command, "--force"],
+        env=base_env(RAP_ENROLLMENT_TOKEN=token),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1
+    assert again.stderr.startswith("rap-gateway: the control plane refused: UNAUTHENTICATED")
+    assert token not in again.stderr + again.stdout and "Traceback" not in again.stderr

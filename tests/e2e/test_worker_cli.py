@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import time
@@ -63,6 +64,11 @@ def test_enroll_writes_its_key_and_certificate_with_mode_0600(plane: Cluster, tm
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     assert token not in result.stdout + result.stderr
     assert "BEGIN" not in result.stdout + result.stderr
+    worker_id = json.loads((tmp_path / "state" / "worker.json").read_text())["worker_id"]
+    assert (
+        result.stdout.strip()
+        == f"enrolled worker {worker_id}; key and certificate are in {tmp_path / 'state'}"
+    )
 
 
 def test_a_reused_token_is_refused(plane: Cluster, tmp_path: Path) -> None:
